@@ -15,9 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 # %% auto 0
-__all__ = ['CHOICES', 'LIST_CHOICES', 'RANGES', 'DataConfig', 'ModelConfig', 'TrainingConfig', 'DistillationConfig',
-           'SamplingConfig', 'EvaluationConfig', 'PathsConfig', 'Config', 'ConfigError', 'validate', 'default_config',
-           'merge_config', 'parse_overrides', 'load_config', 'to_dict', 'from_dict', 'dump_config']
+__all__ = ['CHOICES', 'LIST_CHOICES', 'RANGES', 'STAGES', 'DataConfig', 'ModelConfig', 'TrainingConfig', 'TeacherConfig',
+           'DistillationConfig', 'SamplingConfig', 'EvaluationConfig', 'PathsConfig', 'Config', 'ConfigError',
+           'validate', 'default_config', 'merge_config', 'parse_overrides', 'load_config', 'to_dict', 'from_dict',
+           'dump_config', 'stage_config']
 
 # %% ../nbs/00_config.ipynb
 @dataclass
@@ -91,10 +92,21 @@ class TrainingConfig:
     device: str = "auto"
 
 @dataclass
+class TeacherConfig:
+    "Overrides of `training` for the diffusion-teacher stage (`--stage teacher`)."
+    steps: int = 2000
+    lr: float = 5e-4
+    P_mean: float = -0.8
+    P_std: float = 1.6
+
+@dataclass
 class DistillationConfig:
+    "Overrides of `training` for the distillation stage (`--stage distill`)."
     method: str = "scd"           # scd | ect
     teacher_checkpoint: Optional[str] = "models/teacher/checkpoint.pt"
     init_from_teacher: bool = True
+    steps: int = 2000
+    lr: float = 5e-4
 
 @dataclass
 class SamplingConfig:
@@ -129,6 +141,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -176,6 +189,8 @@ RANGES = {
     "sampling.num_steps": _pos, "sampling.t_max": (lambda v: 0 < v <= math.pi / 2, "in (0, pi/2]"),
     "sampling.t_mid": (lambda v: all(0 < x < math.pi / 2 for x in v), "times in (0, pi/2)"),
     "sampling.teacher_steps": _pos, "sampling.batch_size": _pos,
+    "teacher.steps": _pos, "teacher.lr": _pos, "teacher.P_std": _pos,
+    "distillation.steps": _pos, "distillation.lr": _pos,
     "evaluation.num_samples": _pos, "evaluation.batch_size": _pos, "evaluation.classifier_steps": _pos,
     "evaluation.steps": (lambda v: len(v) >= 1 and all(s > 0 for s in v), "a non-empty list of step counts > 0"),
 }
@@ -290,3 +305,18 @@ def dump_config(cfg, path=None) -> str:
     text = OmegaConf.to_yaml(cfg)
     if path is not None: Path(path).write_text(text)
     return text
+
+# %% ../nbs/00_config.ipynb
+STAGES = ("train", "teacher", "distill")
+
+def stage_config(cfg: DictConfig, stage: str = "train") -> DictConfig:
+    "The effective config of pipeline stage `stage` (train | teacher | distill)."
+    if stage not in STAGES: raise ConfigError(f"stage: must be one of {', '.join(STAGES)}; got {stage!r}")
+    cfg = cfg.copy()
+    if stage == "teacher":
+        t = cfg.teacher
+        cfg.training.merge_with(dict(objective="diffusion", steps=t.steps, lr=t.lr, P_mean=t.P_mean, P_std=t.P_std))
+    elif stage == "distill":
+        d = cfg.distillation
+        cfg.training.merge_with(dict(objective=d.method, steps=d.steps, lr=d.lr))
+    return validate(cfg)

@@ -30,7 +30,7 @@ __all__ = ['DOMAIN_EXTRACTOR', 'INCEPTION', 'INCEPTION_WEIGHTS_FILE', 'INCEPTION
            'MetricsError', 'DomainClassifier', 'classifier_accuracy', 'train_domain_classifier', 'save_classifier',
            'load_classifier', 'classifier_fingerprint', 'classifier_confidence', 'DomainFeatureExtractor',
            'register_domain_extractor', 'UInt8ImageDataset', 'reference_cache_name', 'resolve_inception_weights',
-           'compute_metrics']
+           'feature_extractor_for', 'compute_metrics']
 
 # %% ../../nbs/13_metrics.ipynb
 class MetricsError(RuntimeError):
@@ -237,6 +237,11 @@ def resolve_inception_weights(feature_weights=None, timeout: float = 3.0):
         f"network. Download {INCEPTION_URL} on a connected machine and set evaluation.feature_weights=/path/to/"
         f"{INCEPTION_WEIGHTS_FILE} (or copy it into {hub.parent}).")
 
+def feature_extractor_for(data_name: str, choice: str = 'auto') -> str:
+    "evaluation.feature_extractor resolved: 'auto' -> 'inception-v3-compat' for cifar10, 'domain' otherwise."
+    if choice in (None, 'auto'): return INCEPTION if data_name == 'cifar10' else 'domain'
+    return choice
+
 def _check_vgg16_available(weights=None, timeout: float = 3.0):
     if weights:
         if not pathlib.Path(weights).is_file(): raise MetricsError(f"VGG-16 weights for precision/recall not found: {weights}")
@@ -286,7 +291,8 @@ def compute_metrics(generated, reference, metrics=('fid', 'is', 'kid', 'precisio
     ref_is_name = isinstance(reference, str)
     if ref_is_name and reference not in DATASETS_REGISTRY:
         raise MetricsError(f"reference {reference!r} is not a torch-fidelity dataset ({', '.join(DATASETS_REGISTRY)})")
-    ref = None if ref_is_name else _as_uint8(reference, 'reference images')
+    if reference is None and want - {'isc'}: raise MetricsError(f"metrics {sorted(want - {'isc'})} need reference images")
+    ref = None if ref_is_name or reference is None else _as_uint8(reference, 'reference images')
     dev = _device(device)
     extra, fe = {}, feature_extractor
     if fe == 'domain':
@@ -296,14 +302,15 @@ def compute_metrics(generated, reference, metrics=('fid', 'is', 'kid', 'precisio
         extra['noctcm_classifier'] = clf
     elif fe == INCEPTION:
         rgb, tag = True, 'rgb'
-        extra['feature_extractor_weights_path'] = resolve_inception_weights(feature_weights)
+        if want & {'isc', 'fid', 'kid'} or prc_feature_extractor == INCEPTION:
+            extra['feature_extractor_weights_path'] = resolve_inception_weights(feature_weights)
     elif fe in FEATURE_EXTRACTORS_REGISTRY:
         rgb, tag = True, 'rgb'
         extra['feature_extractor_weights_path'] = feature_weights
     else: raise MetricsError(f"unknown feature extractor {feature_extractor!r} (domain | {INCEPTION} | a torch-fidelity extractor)")
     gen_ds = UInt8ImageDataset(gen, rgb)
-    ref_ds = reference if ref_is_name else UInt8ImageDataset(ref, rgb)
-    n_ref = None if ref_is_name else len(ref_ds)
+    ref_ds = reference if ref_is_name or ref is None else UInt8ImageDataset(ref, rgb)
+    n_ref = len(ref_ds) if isinstance(ref_ds, Dataset) else None
     common = dict(input1=gen_ds, input2=ref_ds, cuda=dev.type == 'cuda', batch_size=int(batch_size), verbose=verbose,
                   save_cpu_ram=True, rng_seed=seed, cache=cache_dir is not None, datasets_root=datasets_root,
                   datasets_download=network_available(timeout=3.0) if ref_is_name else False)
@@ -312,7 +319,7 @@ def compute_metrics(generated, reference, metrics=('fid', 'is', 'kid', 'precisio
     def run(fe_name, fe_kwargs, tag, **flags):
         kw = dict(common, feature_extractor=fe_name, **fe_kwargs, **flags)
         if not (flags.get('fid') or flags.get('kid') or flags.get('prc')): kw['input2'] = None
-        elif cache_dir is not None and not ref_is_name: kw['input2_cache_name'] = reference_cache_name(ref, tag)
+        elif cache_dir is not None and ref is not None: kw['input2_cache_name'] = reference_cache_name(ref, tag)
         ctx = torch.cuda.device(dev) if dev.type == 'cuda' and dev.index is not None else _nullctx()
         old = socket.getdefaulttimeout(); socket.setdefaulttimeout(120.0)
         try:
@@ -337,7 +344,7 @@ def compute_metrics(generated, reference, metrics=('fid', 'is', 'kid', 'precisio
         else: raise MetricsError(f"unsupported prc_feature_extractor {pfe!r}")
         if pfe != DOMAIN_EXTRACTOR and not rgb:
             common['input1'] = UInt8ImageDataset(gen, True)
-            if not ref_is_name: common['input2'] = UInt8ImageDataset(ref, True)
+            if ref is not None: common['input2'] = UInt8ImageDataset(ref, True)
         out.update(run(pfe, pextra, ptag, prc=True))
     return {_KEYS.get(k, k): float(v) for k, v in out.items() if k in _KEYS}
 

@@ -1,0 +1,168 @@
+"""Pipeline smoke test: the whole `dvc.yaml` on tiny parameters in a throw-away copy of the repository.
+
+A fresh copy (git init, the committed `data.dvc`, `noctcm data fetch digits` as a fresh clone does) runs
+`dvc repro` with a tiny-model override of params.yaml; then checks: the committed data.dvc matches the fetched
+data unchanged, every stage's outputs exist, the metrics file has every model at every step count, `dvc status`
+and a second `dvc repro` say up to date, and changing one parameter marks only the stages below it (`dvc repro --dry`).
+Takes about a minute on one CPU thread; no network.
+"""
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BIN = pathlib.Path(sys.executable).parent
+TINY = {
+    "data": {"resolution": 8},
+    "model": {"model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [],
+              "num_heads": 1, "fno_levels": [0], "fno_bottleneck": True, "fno_modes": 2, "weight_head_channels": 8},
+    "training": {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 1, "sample_every": 1000,
+                 "tangent_warmup_steps": 2, "ect_stage_steps": 2, "device": "cpu"},
+    "teacher": {"steps": 4},
+    "distillation": {"steps": 4},
+    "sampling": {"teacher_steps": 2, "batch_size": 64},
+    "evaluation": {"num_samples": 24, "classifier_steps": 10, "batch_size": 64,
+                   "metrics": ["fid", "is", "precision", "recall"]},
+}
+ALL_STAGES = {"prepare", "classifier", "teacher", "train", "distill", "evaluate", "report"}
+COPY = ["dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignore", "noctcm", "configs", "settings.ini"]
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(a.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def _run(args, cwd, timeout=300, check=True):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg", NOCTCM_OFFLINE="1",
+               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1",
+               PYTHONPATH=str(cwd), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    p = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}")
+    return p
+
+
+def _stages_to_run(cwd) -> set:
+    "Stages `dvc repro --dry` would run."
+    out = _run([BIN / "dvc", "repro", "--dry"], cwd).stdout
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def _fresh_clone_repro(work: pathlib.Path):
+    "Copy the repository into `work` as a fresh clone would have it, fetch the data, `dvc repro`."
+    if not (ROOT / "data.dvc").is_file() or not (ROOT / "dvc.yaml").is_file():
+        pytest.fail("dvc.yaml and data.dvc must be committed at the repository root")
+    for name in COPY:
+        src = ROOT / name
+        if src.is_dir(): shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif src.is_file(): shutil.copy2(src, work / name)
+    (work / ".dvc").mkdir()
+    shutil.copy2(ROOT / ".dvc" / "config", work / ".dvc" / "config")
+    shutil.copy2(ROOT / ".dvc" / ".gitignore", work / ".dvc" / ".gitignore")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (work / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
+    _run(["git", "init", "-q"], work)
+    _run(["git", "add", "-A"], work)
+    _run(["git", "commit", "-q", "-m", "tiny pipeline"], work)
+    # a fresh clone: fetch the embedded data; the committed data.dvc must match it unchanged
+    _run([BIN / "noctcm", "data", "fetch", "digits", "--root", "data"], work)
+    st = _run([BIN / "dvc", "status", "data.dvc"], work).stdout   # a fresh clone has no cache yet: "not in cache"
+    assert "modified" not in st and ("up to date" in st or "not in cache" in st), \
+        f"fetched data/ differs from the committed data.dvc:\n{st}"
+    repro = _run([BIN / "dvc", "repro"], work, timeout=600)
+    assert _run(["git", "status", "--porcelain", "data.dvc"], work).stdout == "", "dvc repro rewrote data.dvc"
+    return work, repro
+
+
+def test_pipeline_end_to_end(tmp_path):
+    """One test (pytest-xdist may spread tests of a module over workers; the checks share one pipeline run)."""
+    work, repro = _fresh_clone_repro(tmp_path)
+    _check_every_stage_ran(work, repro)
+    _check_metrics_file(work)
+    _check_up_to_date_then_only_downstream_reruns(work)
+    _check_changed_param_reruns_downstream_without_resuming_stale_run(work)
+
+
+def _check_every_stage_ran(work, repro):
+    ran = set(re.findall(r"Running stage '([^']+)'", repro.stdout))
+    assert ran == ALL_STAGES, (ran, repro.stdout[-3000:])
+    for st in ("teacher", "train", "distill"):
+        assert (work / "models" / st / "checkpoint.pt").is_file(), st
+        assert list((work / "models" / st / "snapshots").glob("ckpt-*.pt")), f"{st}: no snapshots"
+    assert (work / "models" / "classifier" / "classifier.pt").is_file()
+    for p in ("loss.png", "fid_vs_nfe.png", "samples.png", "resolutions.png", "trajectory.png",
+              "loss_train.csv", "loss_teacher.csv", "loss_distill.csv", "fid_vs_nfe.csv"):
+        f = work / "results" / "plots" / p
+        assert f.is_file() and f.stat().st_size > 0, p
+        if p.endswith(".png"): assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p
+    for p in ("train_1step.png", "train_2step.png", "distill_1step.png", "distill_2step.png", "teacher_heun2.png"):
+        assert (work / "results" / "samples" / p).is_file(), p
+
+
+def _check_metrics_file(work):
+    m = json.loads((work / "results" / "metrics.json").read_text())
+    assert m["real_test"]["num_samples"] == TINY["evaluation"]["num_samples"]
+    for model in ("train", "distill"):
+        for k in ("1step", "2step"):
+            row = m[model][k]
+            assert row["nfe"] == int(k[0]) and row["fid"] >= 0 and 0 <= row["classifier_confident_frac"] <= 1, (model, k, row)
+    assert m["teacher"]["heun2"]["nfe"] == 3                                       # Heun, 2 steps: 2*2-1 evaluations
+    assert m["summary"]["best_1step_fid"] == min(m["train"]["1step"]["fid"], m["distill"]["1step"]["fid"])
+    sel = json.loads((work / "results" / "selection.json").read_text())
+    assert set(sel) == {"teacher", "train", "distill"} and "validation_fd_vs_test" in sel["train"]
+    shown = _run([BIN / "dvc", "metrics", "show", "--json"], work).stdout
+    assert "best_1step_fid" in shown and "test_accuracy" in shown
+
+
+def _check_up_to_date_then_only_downstream_reruns(work):
+    assert "up to date" in _run([BIN / "dvc", "status"], work).stdout
+    again = _run([BIN / "dvc", "repro"], work).stdout
+    assert "Running stage" not in again, again
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    original = (work / "params.yaml").read_text()
+    cases = [  # knob -> the stages that read it (`--dry` cannot know that their outputs will change downstream)
+        (("training", "tangent_c", 0.2), {"train", "distill"}),
+        (("teacher", "lr", 1e-3), {"teacher"}),
+        (("training", "objective", "ect"), {"train"}),
+        (("distillation", "method", "ect"), {"distill"}),
+        (("sampling", "t_mid", [1.0]), {"evaluate", "report"}),
+        (("evaluation", "classifier_steps", 11), {"classifier"}),
+    ]
+    try:
+        for (section, key, value), want in cases:
+            changed = _merge(params, {section: {key: value}})
+            (work / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+            assert _stages_to_run(work) == want, (section, key)
+    finally:
+        (work / "params.yaml").write_text(original)
+    assert "up to date" in _run([BIN / "dvc", "status"], work).stdout
+
+
+def _check_changed_param_reruns_downstream_without_resuming_stale_run(work):
+    """training.lr changed: exactly train, evaluate and report rerun (distill reads distillation.lr); persist: true kept
+    models/train, so the guard must restart it instead of resuming the old run."""
+    original = (work / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    try:
+        (work / "params.yaml").write_text(yaml.safe_dump(_merge(params, {"training": {"lr": 1e-3}}), sort_keys=False))
+        out = _run([BIN / "dvc", "repro"], work)
+        log = out.stdout + out.stderr
+        assert set(re.findall(r"Running stage '([^']+)'", out.stdout)) == {"train", "evaluate", "report"}, out.stdout
+        assert "starting afresh, training.lr changed" in log, log[-3000:]
+        import torch
+        ck = torch.load(work / "models" / "train" / "checkpoint.pt", map_location="cpu", weights_only=False)
+        assert ck["config"]["training"]["lr"] == 1e-3 and ck["step"] == TINY["training"]["steps"]
+        assert ck["history"][0]["step"] <= 1, "the history must start from scratch, not from the old run"
+    finally:
+        (work / "params.yaml").write_text(original)

@@ -33,13 +33,13 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     sigma_d: float = 0.5
-    model_channels: int = 32
+    model_channels: int = 16
     channel_mult: List[int] = field(default_factory=lambda: [1, 2, 2])
     num_res_blocks: int = 1
     attention_resolutions: List[int] = field(default_factory=lambda: [4])
     num_heads: int = 2
     dropout: float = 0.0
-    fno_levels: List[int] = field(default_factory=lambda: [0, 1])
+    fno_levels: List[int] = field(default_factory=lambda: [1])
     fno_bottleneck: bool = True
     fno_modes: int = 4
     time_embedding: str = "positional"   # positional | fourier
@@ -51,8 +51,8 @@ class ModelConfig:
 @dataclass
 class TrainingConfig:
     objective: str = "sct"        # diffusion | sct | scd | ect | ict | ctm
-    steps: int = 2000
-    batch_size: int = 64
+    steps: int = 1000
+    batch_size: int = 32
     optimizer: str = "radam"      # adam | radam
     lr: float = 5e-4
     betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
@@ -76,7 +76,7 @@ class TrainingConfig:
     ect_q: float = 2.0
     ect_k: float = 8.0
     ect_b: float = 1.0
-    ect_stage_steps: int = 500
+    ect_stage_steps: int = 250
     huber_c: Optional[float] = 0.0
     ict_s0: int = 10
     ict_s1: int = 1280
@@ -84,17 +84,18 @@ class TrainingConfig:
     precision: str = "fp32"       # fp32 | bf16 | fp16
     compile: bool = False
     grad_checkpointing: bool = False
-    checkpoint_every: int = 500
+    checkpoint_every: int = 200
     keep_snapshots: bool = True
     log_every: int = 50
     sample_every: int = 500
     seed: int = 0
     device: str = "auto"
+    num_threads: int = 1          # torch CPU threads for training (0 = PyTorch default)
 
 @dataclass
 class TeacherConfig:
     "Overrides of `training` for the diffusion-teacher stage (`--stage teacher`)."
-    steps: int = 2000
+    steps: int = 2500
     lr: float = 5e-4
     P_mean: float = -0.8
     P_std: float = 1.6
@@ -102,10 +103,10 @@ class TeacherConfig:
 @dataclass
 class DistillationConfig:
     "Overrides of `training` for the distillation stage (`--stage distill`)."
-    method: str = "scd"           # scd | ect
+    method: str = "ect"           # scd | ect
     teacher_checkpoint: Optional[str] = "models/teacher/checkpoint.pt"
     init_from_teacher: bool = True
-    steps: int = 2000
+    steps: int = 1600
     lr: float = 5e-4
 
 @dataclass
@@ -185,7 +186,7 @@ RANGES = {
     "training.ect_q": (lambda v: v > 1, "> 1"), "training.ect_k": _nonneg, "training.ect_b": _nonneg,
     "training.ect_stage_steps": _pos, "training.ict_s0": _pos, "training.ict_s1": _pos,
     "training.ctm_lambda_dsm": _nonneg, "training.checkpoint_every": _pos, "training.log_every": _pos,
-    "training.sample_every": _pos,
+    "training.sample_every": _pos, "training.num_threads": _nonneg,
     "sampling.num_steps": _pos, "sampling.t_max": (lambda v: 0 < v <= math.pi / 2, "in (0, pi/2]"),
     "sampling.t_mid": (lambda v: all(0 < x < math.pi / 2 for x in v), "times in (0, pi/2)"),
     "sampling.teacher_steps": _pos, "sampling.batch_size": _pos,

@@ -303,6 +303,7 @@ class ConsistencyTrainer:
                               f"processes ({self.world_size})")
         local = self.global_batch // self.world_size
         self.lo, self.hi = self.rank * local, (self.rank + 1) * local
+        if int(tc.num_threads) > 0: torch.set_num_threads(int(tc.num_threads))  # 0 = PyTorch default
         # determinism
         seed_everything(int(tc.seed))
         # data

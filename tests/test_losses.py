@@ -432,3 +432,67 @@ def test_sct_loss_under_bf16_autocast():
     assert torch.allclose(loss, ref, rtol=5e-2, atol=1e-3)
     loss.mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in m.net.parameters())
+
+
+# ------------------------------------------------------------------------ sct_loss(jvp='fused'): one dual pass
+@pytest.mark.parametrize("r,prior,scd,dropout", [(1.0, False, False, 0.0), (0.3, True, False, 0.4),
+                                                 (0.7, False, True, 0.4)])
+def test_sct_loss_fused_equals_separate(r, prior, scd, dropout):
+    "jvp='fused' (one forward-mode pass with grad) gives the loss value and gradients of the two separate passes."
+    m = ToyCM(dropout=dropout).train()
+    x0, z, t = batch(B=6)
+    dxdt = torch.randn_like(x0) if scd else None
+    out = []
+    for mode in ("separate", "fused"):
+        torch.manual_seed(5)
+        loss, stats = sct_loss(m, x0, z, t, r=r, dxdt=dxdt, prior_weight=prior, jvp=mode)
+        out.append((loss.detach(), stats["jvp_norm"], torch.autograd.grad(loss.mean(), list(m.parameters()))))
+    assert torch.allclose(out[0][0], out[1][0], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(out[0][1], out[1][1], rtol=1e-5)
+    for a, b in zip(out[0][2], out[1][2]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="jvp"):
+        sct_loss(m, x0, z, t, jvp="both")
+
+
+def test_sct_loss_fused_on_the_fno_unet():
+    """On the real network (tiny FNO U-Net with spectral convs, attention, GroupNorm), with and without
+    `use_jvp_layers` (whose tangents are computed without grad in the fused pass): same value, same gradients."""
+    from noctcm.models.consistency_model import ConsistencyModel
+    from noctcm.models.neural_operators import use_jvp_layers
+    from noctcm.models.unet import UNetModel
+    torch.manual_seed(0)
+    net = UNetModel(in_channels=1, model_channels=8, channel_mult=(1, 2), attention_resolutions=(4,), fno_modes=2,
+                    resolution=8)
+    with torch.no_grad():
+        net.out_conv.weight.normal_(0, 0.1)
+    m = ConsistencyModel(net, weight_head_channels=8)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(3, 1, 8, 8, generator=g, ) * 2 - 1
+    z = torch.randn(3, 1, 8, 8, generator=g) * SD
+    t = torch.tensor([0.2, 0.9, 1.4])
+    for swap in (False, True):
+        if swap:
+            assert use_jvp_layers(m) > 0
+        res = []
+        for mode in ("separate", "fused"):
+            loss, _ = sct_loss(m, x0, z, t, r=1.0, jvp=mode)
+            res.append((loss.detach(), torch.autograd.grad(loss.mean(), [p for p in m.parameters()], allow_unused=True)))
+        assert torch.allclose(res[0][0], res[1][0], rtol=1e-4, atol=1e-6)
+        for a, b in zip(res[0][1], res[1][1]):
+            assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_tangent_jvp_dual_equals_func(dropout):
+    "Forward-mode dual tensors (default) and torch.func.jvp give the same primal and tangent (same RNG state)."
+    m = ToyCM(dropout=dropout).train()
+    x0, z, t = batch()
+    x_t, v = add_noise(x0, z, t), velocity_target(x0, z, t)
+    torch.manual_seed(2)
+    a = tangent_jvp(m, x_t, t, v, method="dual")
+    torch.manual_seed(2)
+    b = tangent_jvp(m, x_t, t, v, method="func")
+    assert torch.allclose(a[0], b[0], atol=1e-6) and torch.allclose(a[1], b[1], atol=1e-6)
+    with pytest.raises(ValueError, match="method"):
+        tangent_jvp(m, x_t, t, v, method="fd")

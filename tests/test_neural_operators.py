@@ -302,7 +302,130 @@ def test_cuda_bf16_autocast_matches_cpu_reference():
     assert torch.isfinite(conv.weight.grad).all()
 
 
-def test_side_by_side_with_neuraloperator():
-    "Optional: same output as neuraloperator's SpectralConv for equal weights (skipped: package not installed)."
+@pytest.mark.parametrize("C,N,M", [(3, 8, 4), (2, 8, 8), (4, 12, 6), (5, 16, 10)])
+def test_side_by_side_with_neuraloperator(C, N, M):
+    """Same map as neuraloperator's SpectralConv (benchmark-only dependency; skipped when absent) for equal weights:
+    its n_modes=(M, M) keeps frequencies -M/2..M/2-1 (fftshift-centred) x M/2+1 one-sided columns, i.e. our
+    modes (M/2, M/2+1) with the two row blocks in the order (negative, non-negative). Outputs and input gradients
+    agree to float32 rounding (neuraloperator computes in complex64 only), weight gradients map back the same way."""
     pytest.importorskip("neuralop")
-    pytest.skip("neuraloperator present: comparison not implemented yet (weights use fftshift-centred layout)")
+    from neuralop.layers.spectral_convolution import SpectralConv
+    torch.manual_seed(C * N + M)
+    conv = SpectralConv2d(C, C, M // 2, M // 2 + 1)
+    no = SpectralConv(C, C, (M, M), bias=False)
+    with torch.no_grad():
+        R = conv.complex_weight()
+        no.weight.tensor.copy_(torch.cat([R[1], R[0]], 0).permute(2, 3, 0, 1))
+    x = torch.randn(2, C, N, N, requires_grad=True)
+    y1, y2 = conv(x), no(x)
+    torch.testing.assert_close(y1, y2, atol=2e-6, rtol=1e-5)
+    g = torch.randn_like(y1)
+    gx1, gw1 = torch.autograd.grad(y1, (x, conv.weight), g)
+    gx2, gw2 = torch.autograd.grad(y2, (x, no.weight.tensor), g)
+    torch.testing.assert_close(gx1, gx2, atol=2e-6, rtol=1e-5)
+    # neuraloperator's complex weight gradient (PyTorch convention: d/dRe + i d/dIm) in our real layout
+    m1 = M // 2
+    gw2 = gw2.permute(2, 3, 0, 1)                                   # [2m1, m2, Ci, Co]
+    gw2 = torch.view_as_real(torch.stack([gw2[m1:], gw2[:m1]]).contiguous())
+    torch.testing.assert_close(gw1, gw2, atol=1e-5, rtol=1e-4)
+
+
+# --- JVP-friendly layers: the nn layers with cheaper forward-mode rules -------------------------------------------
+from noctcm.models.neural_operators import JVPConv2d, JVPGroupNorm, use_jvp_layers  # noqa: E402
+
+
+def _twins(kind, **kw):
+    torch.manual_seed(0)
+    ref = (torch.nn.Conv2d if kind == "conv" else torch.nn.GroupNorm)(**kw).double()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_()
+    new = (JVPConv2d if kind == "conv" else JVPGroupNorm)(**kw).double()
+    new.load_state_dict(ref.state_dict())
+    return ref, new
+
+
+LAYERS = [("conv", dict(in_channels=4, out_channels=6, kernel_size=3, padding=1)),
+          ("conv", dict(in_channels=4, out_channels=4, kernel_size=3, stride=2, padding=1, bias=False)),
+          ("conv", dict(in_channels=4, out_channels=6, kernel_size=1, groups=2)),
+          ("conv", dict(in_channels=4, out_channels=2, kernel_size=(3, 1), padding=(1, 0), dilation=(2, 1))),
+          ("gn", dict(num_groups=2, num_channels=4)), ("gn", dict(num_groups=4, num_channels=4, eps=1e-3)),
+          ("gn", dict(num_groups=1, num_channels=4, affine=False))]
+
+
+@pytest.mark.parametrize("kind,kw", LAYERS)
+def test_jvp_layers_equal_nn_layers(kind, kw):
+    "Values, tangents (input only; input and parameters; parameters only), gradients and gradcheck of the twins."
+    ref, new = _twins(kind, **kw)
+    x, v = rand(2, 2, 4, 7, 6, seed=21)
+    torch.testing.assert_close(new(x), ref(x), atol=1e-12, rtol=0)
+    _, t1 = torch.func.jvp(ref, (x,), (v,))
+    _, t2 = torch.func.jvp(new, (x,), (v,))
+    torch.testing.assert_close(t2, t1, atol=1e-11, rtol=0)
+    names = [n for n, _ in ref.named_parameters()]
+    ps = tuple(p.detach() for p in ref.parameters())
+    f = lambda m: (lambda x, *p: torch.func.functional_call(m, dict(zip(names, p)), (x,)))
+    if ps:
+        pd = tuple(rand(*p.shape, seed=30 + i) for i, p in enumerate(ps))
+        for xt in (v, torch.zeros_like(v)):
+            _, t1 = torch.func.jvp(f(ref), (x, *ps), (xt, *pd))
+            _, t2 = torch.func.jvp(f(new), (x, *ps), (xt, *pd))
+            torch.testing.assert_close(t2, t1, atol=1e-11, rtol=0)
+    grads = []
+    for m in (ref, new):
+        xr = x.clone().requires_grad_()
+        out = m(xr)
+        grads.append(torch.autograd.grad(out, (xr, *m.parameters()), rand(*out.shape, seed=40)))
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b, atol=1e-11, rtol=0)
+    small = rand(1, 4, 4, 3, seed=5).requires_grad_()
+    assert torch.autograd.gradcheck(f(new), (small, *[p.clone().requires_grad_() for p in ps]))
+
+
+def test_use_jvp_layers_on_the_unet_keeps_values_and_tangents():
+    "The default-style U-Net (tiny) with every conv / group norm swapped: same outputs, same JVP, same state dict."
+    import copy
+    from noctcm.models.unet import UNetModel
+    torch.manual_seed(0)
+    net = UNetModel(in_channels=1, model_channels=8, channel_mult=(1, 2), attention_resolutions=(4,), fno_modes=2,
+                    resolution=8).double()
+    with torch.no_grad():
+        net.out_conv.weight.normal_()   # zero-initialised in the U-Net; make the output depend on everything
+    twin = copy.deepcopy(net)
+    n = use_jvp_layers(twin)
+    assert n > 10 and not any(type(m) in (torch.nn.Conv2d, torch.nn.GroupNorm) for m in twin.modules())
+    assert twin.state_dict().keys() == net.state_dict().keys()
+    x, v = rand(2, 2, 1, 8, 8, seed=3)
+    t = torch.tensor([0.3, 1.2], dtype=F64)
+    y1, j1 = torch.func.jvp(net, (x, t), (v, torch.ones_like(t)))
+    y2, j2 = torch.func.jvp(twin, (x, t), (v, torch.ones_like(t)))
+    torch.testing.assert_close(y2, y1, atol=1e-12, rtol=0)
+    torch.testing.assert_close(j2, j1, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("kind,kw", LAYERS)
+def test_jvp_layers_custom_path_gradients(kind, kw):
+    """With a tangent present (dual input, grad enabled: the fused sCT pass) the layers run their own
+    autograd.Function: primal gradients and tangents equal nn's; the Functions pass gradcheck / gradgradcheck."""
+    import torch.autograd.forward_ad as fwAD
+    from noctcm.models.neural_operators import _Conv2dFn, _GroupNormFn
+    ref, new = _twins(kind, **kw)
+    x, v = rand(2, 2, 4, 7, 6, seed=23)
+    outs = []
+    for m in (ref, new):
+        xr = x.clone().requires_grad_()
+        with fwAD.dual_level():
+            y, ty = fwAD.unpack_dual(m(fwAD.make_dual(xr, v)))
+        outs.append((ty.detach(), torch.autograd.grad(y.square().sum(), (xr, *m.parameters()))))
+    torch.testing.assert_close(outs[1][0], outs[0][0], atol=1e-11, rtol=0)
+    for a, b in zip(outs[1][1], outs[0][1]):
+        torch.testing.assert_close(a, b, atol=1e-11, rtol=0)
+    small = rand(1, 4, 4, 3, seed=6).requires_grad_()
+    ps = [p.detach().clone().requires_grad_() for p in ref.parameters()]
+    if kind == "conv":
+        b = ps[1] if len(ps) > 1 else None
+        f = lambda x, w, *bb: _Conv2dFn.apply(x, w, bb[0] if bb else None, new.stride, new.padding, new.dilation, new.groups)
+    else:
+        f = lambda x, *wb: _GroupNormFn.apply(x, new.num_groups, *(wb if wb else (None, None)), new.eps)[0]
+    assert torch.autograd.gradcheck(f, (small, *ps))
+    assert torch.autograd.gradgradcheck(f, (small, *ps))

@@ -15,6 +15,7 @@ from torch import nn
 from ..trigflow import consistency_sampling, t_mids_for_steps
 from .time_conditioning import sinusoidal_features
 from .unet import UNetModel
+from .neural_operators import use_jvp_layers
 
 # %% auto 0
 __all__ = ['BACKBONES', 'AdaptiveWeightHead', 'ConsistencyModel', 'build_model', 'load_model']
@@ -203,6 +204,8 @@ def build_model(cfg) -> ConsistencyModel:
         raise ValueError(f"model.backbone: unknown backbone {name!r}; registered: {sorted(BACKBONES)}")
     kwargs = {k: mc[k] for k in _UNET_KEYS if k in mc}
     backbone = BACKBONES[name](in_channels=int(dc['channels']), resolution=int(dc['resolution']), **kwargs)
+    # convs and group norms with a cheaper forward-mode (JVP) rule; same weights, values and state dict
+    use_jvp_layers(backbone)
     if bool((cfg.get('training') or {}).get('grad_checkpointing', False)):
         if not hasattr(backbone, 'grad_checkpointing'):
             raise ValueError(f"training.grad_checkpointing: backbone {name!r} does not support it")

@@ -9,16 +9,19 @@ import contextlib
 import math
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 
+from ..models.neural_operators import tangents_without_grad
 from ..trigflow import add_noise, expand_t, velocity_target
 from ..utils.helpers import unwrap
 
 # %% auto 0
-__all__ = ['unwrap_model', 'TANGENT_NORMS', 'LOSSES', 'per_sample_sum', 'per_sample_mean', 'same_randomness', 'frozen_parameters',
-           'pseudo_huber', 'PseudoHuberLoss', 'adaptive_weighting', 'diffusion_loss', 'consistency_tangent',
-           'normalize_tangent', 'tangent_jvp', 'sct_loss', 'ect_r', 'ect_loss', 'karras_sigmas', 'ict_num_scales',
-           'ict_index_probs', 'ict_loss', 'teacher_step', 'ctm_loss', 'get_loss']
+__all__ = ['unwrap_model', 'TANGENT_NORMS', 'JVP_MODES', 'LOSSES', 'per_sample_sum', 'per_sample_mean', 'same_randomness',
+           'frozen_parameters', 'pseudo_huber', 'PseudoHuberLoss', 'adaptive_weighting', 'diffusion_loss',
+           'consistency_tangent', 'normalize_tangent', 'tangent_jvp', 'fused_tangent_forward', 'sct_loss', 'ect_r',
+           'ect_loss', 'karras_sigmas', 'ict_num_scales', 'ict_index_probs', 'ict_loss', 'teacher_step', 'ctm_loss',
+           'get_loss']
 
 # %% ../../nbs/09_losses.ipynb
 unwrap_model = unwrap  # the plain module inside DDP / DataParallel / torch.compile wrappers (noctcm.utils.helpers)
@@ -138,28 +141,64 @@ def normalize_tangent(g: torch.Tensor, kind: str = "l2", c: float = 0.1) -> torc
     raise ValueError(f"tangent_norm must be one of {TANGENT_NORMS}, got {kind!r}")
 
 
-def tangent_jvp(model, x_t: torch.Tensor, t: torch.Tensor, dxdt: torch.Tensor, autocast: bool = False):
-    """`(F⁻, jvp_out)` in float32: `torch.func.jvp` of `F(x/σ_d, t)` at `(x_t/σ_d, t)` along
+def tangent_jvp(model, x_t: torch.Tensor, t: torch.Tensor, dxdt: torch.Tensor, autocast: bool = False,
+                method: str = "dual"):
+    """`(F⁻, jvp_out)` in float32: the JVP of `F(x/σ_d, t)` at `(x_t/σ_d, t)` along
     `(cos t sin t·dx/dt, cos t sin t·σ_d)`, under `no_grad`, on the unwrapped module. `autocast=False` runs it
-    with autocast disabled (float32 JVP); `True` inherits the caller's autocast region."""
+    with autocast disabled (float32 JVP); `True` inherits the caller's autocast region. `method='dual'` (default)
+    uses forward-mode dual tensors (`torch.autograd.forward_ad`), `'func'` uses `torch.func.jvp` — same numbers;
+    the dual tensors skip functorch's per-op wrapping (measured ≈ 10–15 % faster on the digits U-Net, CPU)."""
+    if method not in ("dual", "func"):
+        raise ValueError(f"method must be 'dual' or 'func', got {method!r}")
     net = unwrap_model(model)
     sd = float(net.sigma_d)
     cs = torch.cos(t) * torch.sin(t)
-    fn = lambda xs, tt: net.F(xs, tt)
+    primals, tangents = (x_t / sd, t), (expand_t(cs, x_t) * dxdt, cs * sd)
     amp = contextlib.nullcontext() if autocast else torch.autocast(x_t.device.type, enabled=False)
     with torch.no_grad(), amp:
-        F_minus, jvp_out = torch.func.jvp(fn, (x_t / sd, t), (expand_t(cs, x_t) * dxdt, cs * sd))
+        if method == "func":
+            F_minus, jvp_out = torch.func.jvp(lambda xs, tt: net.F(xs, tt), primals, tangents)
+        else:
+            with fwAD.dual_level():
+                out = net.F(*(fwAD.make_dual(p, d) for p, d in zip(primals, tangents)))
+                F_minus, jvp_out = fwAD.unpack_dual(out)
+            if jvp_out is None:  # the output does not depend on the inputs
+                jvp_out = torch.zeros_like(F_minus)
     return F_minus.float(), jvp_out.float()
+
+
+JVP_MODES = ("separate", "fused")
+
+
+def fused_tangent_forward(model, x_t: torch.Tensor, t: torch.Tensor, dxdt: torch.Tensor):
+    """`(F, jvp_out)` in float32 from ONE forward pass of `model.F` with dual (forward-mode AD) inputs and grad
+    enabled: `F` is the with-grad output (its value is F⁻), `jvp_out` the *detached* tangent along
+    `(cos t sin t·dx/dt, cos t sin t·σ_d)` — the numbers of `tangent_jvp` plus a separate with-grad forward, with
+    one set of dropout masks by construction. Layers with their own forward-mode rules (`SpectralConv2d`,
+    `JVPConv2d`, `JVPGroupNorm`) compute tangents without grad (`tangents_without_grad`); other layers' tangent ops
+    are recorded by autograd, so this needs more activation memory than the two separate passes."""
+    sd = float(unwrap_model(model).sigma_d)
+    cs = torch.cos(t) * torch.sin(t)
+    with fwAD.dual_level(), tangents_without_grad():
+        out = model.F(fwAD.make_dual(x_t / sd, expand_t(cs, x_t) * dxdt), fwAD.make_dual(t, cs * sd))
+        F, jvp_out = fwAD.unpack_dual(out)
+    if jvp_out is None:  # the output does not depend on the inputs
+        jvp_out = torch.zeros_like(F)
+    return F.float(), jvp_out.detach().float()
 
 
 def sct_loss(model, x0: torch.Tensor, z: torch.Tensor, t: torch.Tensor, r: float | torch.Tensor = 1.0,
              dxdt: torch.Tensor | None = None, tangent_norm: str = "l2", tangent_c: float = 0.1,
-             adaptive: bool = True, prior_weight: bool = False, jvp_autocast: bool = False):
+             adaptive: bool = True, prior_weight: bool = False, jvp_autocast: bool = False, jvp: str = "separate"):
     """Continuous-time consistency loss (sCT when `dxdt is None`, sCD with the teacher's `dxdt`).
     Returns `(loss [B], stats)`; `stats` has `loss`, `mse`, `g_norm` (before normalisation), `g_norm_normalized`,
-    `jvp_norm`, `log_weight`. `jvp_autocast`: run the JVP pass inside the caller's autocast (default: float32)."""
+    `jvp_norm`, `log_weight`. `jvp_autocast`: run the JVP pass inside the caller's autocast (default: float32).
+    `jvp='separate'` (default): a no-grad JVP pass then a with-grad forward; `'fused'`: one dual forward pass with
+    grad (`fused_tangent_forward`; faster, more memory; the JVP then runs in the caller's precision)."""
     if tangent_norm not in TANGENT_NORMS:
         raise ValueError(f"tangent_norm must be one of {TANGENT_NORMS}, got {tangent_norm!r}")
+    if jvp not in JVP_MODES:
+        raise ValueError(f"jvp must be one of {JVP_MODES}, got {jvp!r}")
     net = unwrap_model(model)
     sd = float(net.sigma_d)
     x0, z, t = x0.float(), z.float(), t.float()
@@ -167,11 +206,16 @@ def sct_loss(model, x0: torch.Tensor, z: torch.Tensor, t: torch.Tensor, r: float
     dxdt = velocity_target(x0, z, t) if dxdt is None else dxdt.detach().float()
     if dxdt.shape != x_t.shape:
         raise ValueError(f"dxdt has shape {tuple(dxdt.shape)}, expected {tuple(x_t.shape)}")
-    with same_randomness(x_t):
-        F_minus, jvp_out = tangent_jvp(net, x_t, t, dxdt, autocast=jvp_autocast)
+    if jvp == "fused":
+        F, jvp_out = fused_tangent_forward(model, x_t, t, dxdt)
+        F_minus = F.detach()
+    else:
+        with same_randomness(x_t):
+            F_minus, jvp_out = tangent_jvp(net, x_t, t, dxdt, autocast=jvp_autocast)
     g_raw = consistency_tangent(F_minus, jvp_out, x_t, dxdt, t, r, sd)
     g = normalize_tangent(g_raw, tangent_norm, tangent_c)
-    F = model.F(x_t / sd, t).float()  # with grad; same dropout masks as the JVP pass
+    if jvp != "fused":
+        F = model.F(x_t / sd, t).float()  # with grad; same dropout masks as the JVP pass
     # F - sg(F): exactly zero in value even when the two passes differ in precision (bf16 grad pass, fp32 JVP)
     mse = per_sample_mean((F - F.detach() - g).square())
     if prior_weight:

@@ -158,7 +158,7 @@ class ConsistencyModel(nn.Module):
         t_mids = t_mids_for_steps(steps, t_mid, t_max)
         bs = int(batch_size) if batch_size else int(n)
         was_training = self.training
-        self.eval()
+        if was_training: self.eval()  # walking the modules costs ~1 ms: only when needed
         try:
             out = []
             for start in range(0, int(n), bs):
@@ -166,7 +166,7 @@ class ConsistencyModel(nn.Module):
                 z = self.sigma_d * torch.randn((b, self.channels, R, R), generator=generator, device=device, dtype=dtype)
                 out.append(consistency_sampling(self, z, t_max, t_mids, generator, sigma_d=self.sigma_d))
         finally:
-            self.train(was_training)
+            if was_training: self.train()
         return torch.cat(out)
 
 # %% ../../nbs/06_consistency_model.ipynb

@@ -135,7 +135,7 @@ def _check_up_to_date_then_only_downstream_reruns(work):
         (("training", "tangent_c", 0.2), {"train", "distill"}),
         (("teacher", "lr", 1e-3), {"teacher"}),
         (("training", "objective", "ect"), {"train"}),
-        (("distillation", "method", "ect"), {"distill"}),
+        (("distillation", "method", "scd"), {"distill"}),
         (("sampling", "t_mid", [1.0]), {"evaluate", "report"}),
         (("evaluation", "classifier_steps", 11), {"classifier"}),
     ]

@@ -106,7 +106,7 @@ class DistillationConfig:
     method: str = "ect"           # scd | ect
     teacher_checkpoint: Optional[str] = "models/teacher/checkpoint.pt"
     init_from_teacher: bool = True
-    steps: int = 1600
+    steps: int = 2000
     lr: float = 5e-4
 
 @dataclass

@@ -120,7 +120,7 @@ def _check_metrics_file(work):
     assert m["teacher"]["heun2"]["nfe"] == 3                                       # Heun, 2 steps: 2*2-1 evaluations
     assert m["summary"]["best_1step_fid"] == min(m["train"]["1step"]["fid"], m["distill"]["1step"]["fid"])
     sel = json.loads((work / "results" / "selection.json").read_text())
-    assert set(sel) == {"teacher", "train", "distill"} and "validation_fd_vs_test" in sel["train"]
+    assert set(sel) == {"teacher", "train", "distill"} and "validation_fd" in sel["train"]
     shown = _run([BIN / "dvc", "metrics", "show", "--json"], work).stdout
     assert "best_1step_fid" in shown and "test_accuracy" in shown
 

@@ -14,13 +14,15 @@ import pytest
 import torch
 import torch.nn as nn
 
+from toy_models import TrigFlowToy
+
 from noctcm.trigflow import add_noise, sample_time
 from noctcm.training.losses import sct_loss
 
 SD = 0.5
 
 
-class MLPConsistencyModel(nn.Module):
+class MLPConsistencyModel(TrigFlowToy):
     """ConsistencyModel protocol on flat vectors: F = MLP([x_scaled, sin/cos(k t)]) with low time frequencies
     (k = 0.5, 1, 2; high frequencies make dF/dt, hence the sCT tangent, large and training unstable), plus a
     learned log-weight head."""
@@ -46,15 +48,6 @@ class MLPConsistencyModel(nn.Module):
 
     def log_weight(self, t):
         return self.w(self.emb(t))[:, 0]
-
-    def velocity(self, x_t, t):
-        return SD * self.F(x_t / SD, t)
-
-    def jump(self, x_t, t, s):
-        return torch.cos(t - s)[:, None] * x_t - torch.sin(t - s)[:, None] * SD * self.F(x_t / SD, t)
-
-    def forward(self, x_t, t):
-        return torch.cos(t)[:, None] * x_t - torch.sin(t)[:, None] * SD * self.F(x_t / SD, t)
 
 
 def train_sct(model, sample_x0, steps, dxdt_fn=None, batch=256, lr=1e-3, warmup=200, seed=0):

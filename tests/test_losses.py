@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+
+from toy_models import TrigFlowToy
 from hypothesis import given, settings, strategies as st
 
 from noctcm.trigflow import add_noise, velocity_target
@@ -17,7 +19,7 @@ from noctcm.training.losses import (
 SD = 0.5
 
 
-class ToyCM(nn.Module):
+class ToyCM(TrigFlowToy):
     "Tiny MLP following the ConsistencyModel protocol on `[B, D]` vectors (optional dropout, learned log-weight)."
 
     def __init__(self, dim=3, hidden=24, dropout=0.0, seed=0):
@@ -36,15 +38,6 @@ class ToyCM(nn.Module):
 
     def log_weight(self, t):
         return self.w(torch.stack([torch.sin(t), torch.cos(t)], 1))[:, 0]
-
-    def velocity(self, x_t, t):
-        return SD * self.F(x_t / SD, t)
-
-    def jump(self, x_t, t, s):
-        return torch.cos(t - s)[:, None] * x_t - torch.sin(t - s)[:, None] * SD * self.F(x_t / SD, t)
-
-    def forward(self, x_t, t):
-        return torch.cos(t)[:, None] * x_t - torch.sin(t)[:, None] * SD * self.F(x_t / SD, t)
 
 
 def batch(B=6, D=3, seed=0, dtype=torch.float32):

@@ -29,6 +29,7 @@ class DataConfig:
     channels: int = 1             # 1 (grayscale) or 3 (RGB)
     src: Optional[str] = None     # `folder`: a directory or .zip of images
     num_workers: int = 0
+    resolutions: List[int] = field(default_factory=list)  # multi-resolution training: sizes cycled per step ([] = [resolution])
 
 @dataclass
 class ModelConfig:
@@ -47,6 +48,10 @@ class ModelConfig:
     double_norm: bool = True
     two_time: bool = False
     weight_head_channels: int = 128
+    conv_kernel: str = "pixel"    # pixel | physical (3x3 kernels defined in units of the construction grid)
+    noise: str = "white"          # white | grf (nested Gaussian random field, noctcm.noise)
+    noise_length: float = 0.0625  # grf: Matern length scale (unit square = the image)
+    noise_nu: float = 1.0         # grf: Matern smoothness
 
 @dataclass
 class TrainingConfig:
@@ -129,6 +134,7 @@ class EvaluationConfig:
     classifier_checkpoint: str = "models/classifier/classifier.pt"
     classifier_steps: int = 600
     batch_size: int = 256
+    resolution_scales: List[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0, 3.0])  # `resolution` stage
 
 @dataclass
 class PathsConfig:
@@ -153,6 +159,8 @@ CHOICES = {
     "data.name": ("digits", "cifar10", "folder", "toy2d"),
     "data.channels": (1, 3),
     "model.time_embedding": ("positional", "fourier"),
+    "model.conv_kernel": ("pixel", "physical"),
+    "model.noise": ("white", "grf"),
     "training.objective": ("diffusion", "sct", "scd", "ect", "ict", "ctm"),
     "training.optimizer": ("adam", "radam"),
     "training.lr_decay": ("none", "inv_sqrt", "cosine"),
@@ -170,6 +178,9 @@ _unit = (lambda v: 0 <= v < 1, "in [0, 1)")
 RANGES = {
     "data.resolution": (lambda v: v >= 4, ">= 4"),
     "data.num_workers": _nonneg,
+    "data.resolutions": (lambda v: all(r >= 4 for r in v), "a list of image sizes >= 4 (empty: data.resolution only)"),
+    "model.noise_length": _pos, "model.noise_nu": _pos,
+    "evaluation.resolution_scales": (lambda v: len(v) >= 1 and all(s > 0 for s in v), "a non-empty list of scales > 0"),
     "model.sigma_d": _pos, "model.model_channels": _pos, "model.num_res_blocks": _pos,
     "model.num_heads": _pos, "model.dropout": _unit, "model.fno_modes": _pos,
     "model.time_scale": _pos, "model.weight_head_channels": _pos,

@@ -33,14 +33,19 @@ def _noise_seed(seed: int, index: int, stage: int) -> int:
     return (int(w[0]) << 32 | int(w[1])) & 0x7FFF_FFFF_FFFF_FFFF
 
 def sample_noise(seed: int, indices, shape: Sequence[int], stage: int = 0, sigma_d: float = SIGMA_D,
-                 dtype=torch.float32) -> torch.Tensor:
-    "sigma_d * N(0, I) noise `[len(indices), *shape]` on the CPU; row r depends only on (seed, indices[r], stage)."
+                 dtype=torch.float32, noise=None) -> torch.Tensor:
+    """sigma_d * N(0, I) noise `[len(indices), *shape]` on the CPU; row r depends only on (seed, indices[r], stage).
+    `noise` (a `noctcm.noise.Noise`, e.g. the model's GRF) draws row r from the same per-row generator instead, so
+    GRF rows are nested across resolutions too."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     out = torch.empty(len(indices), *shape, dtype=torch.float32)
     for r, i in enumerate(indices):
         g = torch.Generator().manual_seed(_noise_seed(seed, i, stage))
-        out[r] = torch.randn(tuple(shape), generator=g)
+        if noise is not None and noise.kind != 'white':
+            out[r] = noise(tuple(shape), generator=g) / sigma_d
+        else:
+            out[r] = torch.randn(tuple(shape), generator=g)
     return (sigma_d * out).to(dtype)
 
 # %% ../nbs/14_generate.ipynb
@@ -114,16 +119,17 @@ def generate(model, num_samples: int, num_steps: int = 1, t_mid=None, t_max: flo
     C, R = _model_image_shape(model, resolution, channels)
     dev = _model_device(model, device)
     sigma_d = float(getattr(model, "sigma_d", SIGMA_D))
+    noise = getattr(model, "noise", None)
     dtype = next(iter(model.parameters()), torch.empty(0)).dtype
     out = torch.empty(num_samples, C, R, R, dtype=torch.float32)
     was_training = model.training
     model.eval()
     try:
         for a, b, idx in _batches(num_samples, batch_size, start_index, progress, f"sampling {num_steps}-step"):
-            z = sample_noise(seed, idx, (C, R, R), 0, sigma_d, dtype).to(dev)
+            z = sample_noise(seed, idx, (C, R, R), 0, sigma_d, dtype, noise).to(dev)
             x = model(z, torch.full((b - a,), float(t_max), dtype=dtype, device=dev))
             for j, tm in enumerate(t_mids, start=1):
-                zj = sample_noise(seed, idx, (C, R, R), j, sigma_d, dtype).to(dev)
+                zj = sample_noise(seed, idx, (C, R, R), j, sigma_d, dtype, noise).to(dev)
                 x = model(add_noise(x, zj, tm), torch.full((b - a,), tm, dtype=dtype, device=dev))
             out[a:b] = x.float().cpu()
     finally:
@@ -144,6 +150,7 @@ def generate_teacher(model, num_samples: int, solver: str = "heun", steps: int =
     C, R = _model_image_shape(model, resolution, channels)
     dev = _model_device(model, device)
     sigma_d = float(getattr(model, "sigma_d", SIGMA_D))
+    noise = getattr(model, "noise", None)
     dtype = next(iter(model.parameters()), torch.empty(0)).dtype
     out = torch.empty(num_samples, C, R, R, dtype=torch.float32)
     nfe = 0
@@ -151,7 +158,7 @@ def generate_teacher(model, num_samples: int, solver: str = "heun", steps: int =
     model.eval()
     try:
         for a, b, idx in _batches(num_samples, batch_size, start_index, progress, f"teacher {solver}-{steps}"):
-            z = sample_noise(seed, idx, (C, R, R), 0, sigma_d, dtype).to(dev)
+            z = sample_noise(seed, idx, (C, R, R), 0, sigma_d, dtype, noise).to(dev)
             x, nfe = pf_ode_sampling(model.velocity, z, int(steps), solver, t_max, sigma_d=sigma_d)
             out[a:b] = x.float().cpu()
     finally:

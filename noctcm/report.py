@@ -19,16 +19,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from .config import load_config, stage_config, to_dict, ConfigError
 from .utils.helpers import atomic_write_bytes, atomic_write_text, image_grid, load_checkpoint, to_uint8
 
 # %% auto 0
 __all__ = ['MODEL_STAGES', 'RESUME_SAFE_KEYS', 'HISTORY_FILES', 'LOSS_KEYS', 'SECTIONS', 'stage_dir', 'stage_checkpoint',
-           'stale_reason', 'guard_run_dir', 'read_history', 'loss_series', 'write_csv', 'plot_loss_curves',
-           'plot_image_rows', 'plot_metric_vs_steps', 'sampling_trajectory', 'list_snapshots', 'select_snapshot',
-           'train_stage', 'classifier_stage', 'evaluate_stage', 'summarize', 'fno_resolutions', 'report_stage',
-           'repo_root', 'as_list', 'notebook_config', 'main']
+           'resolution_sizes', 'resize_images', 'real_images', 'resolution_stage', 'stale_reason', 'guard_run_dir',
+           'read_history', 'loss_series', 'write_csv', 'plot_loss_curves', 'plot_image_rows', 'plot_metric_vs_steps',
+           'sampling_trajectory', 'list_snapshots', 'select_snapshot', 'train_stage', 'classifier_stage',
+           'evaluate_stage', 'summarize', 'fno_resolutions', 'report_stage', 'repo_root', 'as_list', 'notebook_config',
+           'main']
 
 # %% ../nbs/17_report.ipynb
 MODEL_STAGES = ("teacher", "train", "distill")
@@ -44,6 +46,123 @@ def stage_dir(cfg, stage: str) -> pathlib.Path:
 
 def stage_checkpoint(cfg, stage: str) -> pathlib.Path:
     return stage_dir(cfg, stage) / "checkpoint.pt"
+
+# %% ../nbs/17_report.ipynb
+def resolution_sizes(cfg) -> list:
+    "[(scale, size)] of the `resolution` stage: `evaluation.resolution_scales` × `data.resolution`, rounded to the U-Net's divisor."
+    R0, div = int(cfg.data.resolution), 2 ** (len(cfg.model.channel_mult) - 1)
+    out = []
+    for s in cfg.evaluation.resolution_scales:
+        R = max(div, int(round(float(s) * R0 / div)) * div)
+        if R not in [r for _, r in out]: out.append((float(s), R))
+    return out
+
+def resize_images(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    "Float images in [-1, 1] to `size`² (anti-aliased when shrinking; 'bicubic' for the upsampling baseline), clamped."
+    x = torch.as_tensor(x).float()
+    if x.shape[-1] == size and x.shape[-2] == size: return x
+    aa = size < x.shape[-1]
+    y = torch.nn.functional.interpolate(x, size=(int(size), int(size)), mode=mode, align_corners=False, antialias=aa)
+    return y.clamp(-1, 1)
+
+def real_images(cfg, split: str, size: int):
+    "uint8 images and labels of `split` at `size` (the prepared split at the training size, else rendered from the source)."
+    from noctcm.data.datasets import load_dataset, load_prepared
+    if int(size) == int(cfg.data.resolution):
+        ds = load_prepared(cfg.paths.prepared, split)
+    else:
+        ds = load_dataset({**OmegaConf.to_container(cfg.data, resolve=True), "resolution": int(size)}, split, cfg.data.root)
+    return ds.images, ds.labels
+
+# %% ../nbs/17_report.ipynb
+def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/resolution", classifier_dir="models/resolution",
+                     selection="results/selection.json", stages: Sequence[str] = ("train", "distill"),
+                     progress: bool = True, reuse_classifiers: bool = False) -> dict:
+    """Sample every consistency model at several sizes and score it with judges (a) and (b) (see above); write JSON +
+    figure. `reuse_classifiers`: load `classifier_<R>px.pt` from `classifier_dir` when present (ablation runs sharing them)."""
+    from noctcm.generate import resolve_feature_extractor
+    from noctcm.utils import metrics as M
+    from noctcm.utils.helpers import get_device
+    say = (lambda *a: print("[resolution]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
+    dev = get_device(cfg.training.device)
+    ev, R0, n, seed = cfg.evaluation, int(cfg.data.resolution), int(cfg.evaluation.num_samples), int(cfg.sampling.seed)
+    fe = resolve_feature_extractor(cfg)
+    domain = fe == "domain"
+    sizes = resolution_sizes(cfg)
+    sel = json.loads(pathlib.Path(selection).read_text()) if selection and pathlib.Path(selection).is_file() else {}
+    classifier_dir, figure_dir = pathlib.Path(classifier_dir), pathlib.Path(figure_dir)
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    base_clf = M.load_classifier(ev.classifier_checkpoint) if domain else None
+    train0, _ = real_images(cfg, "train", R0)
+
+    def fd(images, ref, clf):
+        r = M.compute_metrics(images, ref, metrics=["fid"], feature_extractor=fe, feature_weights=ev.feature_weights,
+                              classifier=clf, batch_size=int(ev.batch_size), device=dev)
+        return float(r["fid"])
+
+    def judge_a(x):   # at the training size, the evaluate stage's classifier
+        u8 = to_uint8(resize_images(x, R0))
+        out = {"fd_a": fd(u8, train0, base_clf)}
+        if base_clf is not None: out["confident_a"] = M.classifier_confidence(u8, base_clf)["confident_frac"]
+        return out
+
+    models = {}
+    for st in stages:
+        p = pathlib.Path(sel.get(st, {}).get("chosen", stage_checkpoint(cfg, st)))
+        if p.is_file(): models[st] = _load(p, dev)
+        else: say(f"{st}: no checkpoint at {p}, skipped")
+    res, rows = {"real": {}}, []
+    one_x = {(st, int(k)): _cm_samples(m, cfg, n, int(k), seed, dev) for st, m in models.items() for k in ev.steps}
+    for scale, R in sizes:
+        tag = f"{scale:g}x"
+        train_R, labels_R = real_images(cfg, "train", R)
+        test_R, _ = real_images(cfg, "test", R)
+        clf = base_clf
+        if domain and R != R0:
+            path = classifier_dir / f"classifier_{R}px.pt"
+            if reuse_classifiers and path.is_file():
+                clf = M.load_classifier(path)
+            else:
+                clf, acc = M.train_domain_classifier(train_R, labels_R, steps=int(ev.classifier_steps), seed=int(cfg.training.seed),
+                                                     test_images=test_R, test_labels=real_images(cfg, "test", R)[1])
+                M.save_classifier(clf, path, dataset=str(cfg.data.name), resolution=int(R), test_accuracy=float(acc))
+                say(f"{R}px classifier: test accuracy {acc:.4f}")
+            res.setdefault("classifier_accuracy", {})[tag] = float(getattr(clf, "test_accuracy", float("nan")))
+        idx = torch.randperm(len(test_R), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        res["real"][tag] = {"size": R, "fd_b": fd(test_R[idx], train_R, clf)}
+        for st, model in models.items():
+            r = res.setdefault(st, {}).setdefault(tag, {"size": R})
+            for k in ev.steps:
+                k = int(k)
+                try:
+                    x = one_x[(st, k)] if R == R0 else _cm_samples(model, cfg, n, k, seed, dev, resolution=R)
+                except Exception as e:
+                    say(f"{st}: cannot sample at {R}px ({type(e).__name__}: {e})"); continue
+                r[f"{k}step"] = dict(judge_a(x), fd_b=fd(to_uint8(x), train_R, clf))
+                r[f"bicubic_{k}step"] = {"fd_b": fd(to_uint8(resize_images(one_x[(st, k)], R, "bicubic")), train_R, clf)}
+                if k == 1: rows.append((st, scale, R, x[:8]))
+            say(f"{st} {tag} ({R}px): {r}")
+    # figure: 1-step samples of every model at every size (same seeds), the bicubic baseline and real data at 2x
+    Rmax = max(R for _, R in sizes)
+    up = lambda x: torch.nn.functional.interpolate(torch.as_tensor(x).float(), size=(Rmax, Rmax), mode="nearest")
+    fig_rows = [(f"{st} {R}px", up(x)) for st, _, R, x in rows]
+    two = [R for s, R in sizes if abs(s - 2.0) < 1e-9]
+    if two and models:
+        st = "distill" if "distill" in models else next(iter(models))
+        fig_rows.append((f"{st} {R0}px→{two[0]} bicubic", up(resize_images(one_x[(st, 1)][:8], two[0], "bicubic"))))
+        fig_rows.append((f"real {two[0]}px", up(real_images(cfg, "test", two[0])[0][:8].float() / 127.5 - 1)))
+    written = []
+    if fig_rows:
+        written.append(plot_image_rows(fig_rows, figure_dir / "resolutions.png",
+                                       f"1-step samples at several sizes from weights trained at {R0}px", 8))
+    csv_rows = [(st, tag, r["size"], k, v.get("fd_a"), v.get("confident_a"), v.get("fd_b"))
+                for st in list(models) + ["real"] for tag, r in res.get(st, {}).items()
+                for k, v in (r.items() if st != "real" else [("real", r)]) if isinstance(v, dict)]
+    write_csv(figure_dir / "resolution.csv", {c: [row[i] for row in csv_rows] for i, c in
+                                              enumerate(["model", "scale", "size", "sampler", "fd_a", "confident_a", "fd_b"])})
+    payload = {"resolution": res}
+    atomic_write_text(json.dumps(payload, indent=1) + "\n", out)
+    return payload
 
 # %% ../nbs/17_report.ipynb
 def _flat(d, prefix=""):
@@ -219,7 +338,8 @@ def sampling_trajectory(model, n: int = 8, steps: int = 2, t_mid=(1.1,), seed: i
     p = next(iter(model.parameters()), None)
     dev, dt = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
     g = torch.Generator().manual_seed(int(seed))
-    z = (sigma_d * torch.randn(n, C, R, R, generator=g, dtype=dt)).to(dev)
+    noise = getattr(model, "noise", None)
+    z = (noise((n, C, R, R), g, dtype=dt) if noise is not None else sigma_d * torch.randn(n, C, R, R, generator=g, dtype=dt)).to(dev)
     rows = []
     def f(x, t):
         y = model(x, t)
@@ -228,7 +348,8 @@ def sampling_trajectory(model, n: int = 8, steps: int = 2, t_mid=(1.1,), seed: i
         rows.append((f"f(x_t, {tv:.3f})", y.detach().float().cpu()))
         return y
     was = model.training; model.eval()
-    try: consistency_sampling(f, z, t_max, t_mids_for_steps(steps, t_mid, t_max), generator=g, sigma_d=sigma_d)
+    noise_fn = (lambda shape, gen, device, dtype: noise(shape, gen, dtype=dtype).to(device)) if noise is not None else None
+    try: consistency_sampling(f, z, t_max, t_mids_for_steps(steps, t_mid, t_max), generator=g, sigma_d=sigma_d, noise=noise_fn)
     finally: model.train(was)
     return rows
 
@@ -453,11 +574,7 @@ def report_stage(cfg, metrics="results/metrics.json", selection="results/selecti
             grid_rows.append((f"{st} {int(k)}-step", _cm_samples(model, cfg, n, int(k), seed, dev)))
         one = res.get(st, {}).get("1step", {}).get(metric)
         if best is None or (one is not None and (best[1] is None or one < best[1])): best = (st, one, model)
-        for r in fno_resolutions(cfg):
-            try: res_rows.append((f"{st} {r}px", _cm_samples(model, cfg, min(n, 8), 1, seed, dev, resolution=r)))
-            except Exception as e: print(f"[report] {st}: no samples at {r}px ({type(e).__name__}: {e})", file=sys.stderr)
     if grid_rows: written.append(plot_image_rows(grid_rows, out / "samples.png", "samples (EMA weights)", n))
-    if res_rows: written.append(plot_image_rows(res_rows, out / "resolutions.png", "1-step samples at several resolutions", n))
     if best is not None:
         tr = sampling_trajectory(best[2], n=8, steps=2, t_mid=list(cfg.sampling.t_mid), seed=seed)
         written.append(plot_image_rows(tr, out / "trajectory.png", f"2-step sampling trajectory ({best[0]})", 8))
@@ -527,6 +644,10 @@ def _parser() -> argparse.ArgumentParser:
     e = common(sub.add_parser("evaluate", help="select snapshots, sample and score every model"))
     e.add_argument("--out", default="results/metrics.json"); e.add_argument("--samples", default="results/samples")
     e.add_argument("--selection", default="results/selection.json"); e.add_argument("--no-select", action="store_true")
+    z = common(sub.add_parser("resolution", help="sample every consistency model at several sizes; judges (a) and (b)"))
+    z.add_argument("--out", default="results/resolution.json"); z.add_argument("--figures", default="results/resolution")
+    z.add_argument("--classifiers", default="models/resolution"); z.add_argument("--selection", default="results/selection.json")
+    z.add_argument("--reuse-classifiers", action="store_true", help="load existing classifier_<R>px.pt files (ablation runs)")
     r = common(sub.add_parser("plots", help="draw the pipeline's figures"))
     r.add_argument("--metrics", default="results/metrics.json"); r.add_argument("--selection", default="results/selection.json")
     r.add_argument("--out", default="results/plots")
@@ -547,6 +668,10 @@ def main(argv=None) -> int:
         elif args.cmd == "evaluate":
             res = evaluate_stage(cfg, args.out, args.samples, args.selection, select=not args.no_select)
             print(json.dumps(res.get("summary", {}), indent=1))
+        elif args.cmd == "resolution":
+            res = resolution_stage(cfg, args.out, args.figures, args.classifiers, args.selection,
+                                   reuse_classifiers=args.reuse_classifiers)
+            print(json.dumps(res, indent=1))
         elif args.cmd == "plots":
             for p in report_stage(cfg, args.metrics, args.selection, args.out): print(p)
     except ConfigError as e:

@@ -96,8 +96,10 @@ def t_mids_for_steps(steps: int, t_mid=(1.1,), t_max: float = math.pi / 2) -> tu
     return tuple(out)
 
 def consistency_sampling(f: Callable, z: torch.Tensor, t_max: float = math.pi / 2, t_mids: Sequence[float] = (),
-                         generator: torch.Generator | None = None, sigma_d: float = SIGMA_D) -> torch.Tensor:
-    "1 + len(t_mids) step consistency sampling: x = f(z, t_max); then x = f(cos t x + sin t z', t) per t in t_mids."
+                         generator: torch.Generator | None = None, sigma_d: float = SIGMA_D,
+                         noise: Callable | None = None) -> torch.Tensor:
+    """1 + len(t_mids) step consistency sampling: x = f(z, t_max); then x = f(cos t x + sin t z', t) per t in t_mids.
+    `noise(shape, generator, device, dtype)` draws z' (default: white, `sigma_d * randn`)."""
     t_mids = tuple(float(v) for v in t_mids)
     if not 0 < t_max <= math.pi / 2 + 1e-6:
         raise ValueError(f"t_max must be in (0, pi/2], got {t_max}")
@@ -109,7 +111,8 @@ def consistency_sampling(f: Callable, z: torch.Tensor, t_max: float = math.pi / 
     B = z.shape[0]
     x = f(z, torch.full((B,), t_max, dtype=z.dtype, device=z.device))
     for tm in t_mids:
-        zp = sigma_d * torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+        zp = (noise(z.shape, generator, z.device, z.dtype) if noise is not None else
+              sigma_d * torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device))
         x = f(add_noise(x, zp, tm), torch.full((B,), tm, dtype=z.dtype, device=z.device))
     return x
 

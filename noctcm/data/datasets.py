@@ -420,6 +420,13 @@ def prepare(cfg, out_dir='prepared', root=None) -> dict:
         atomic_save({'images': ds.images, 'labels': ds.labels, 'classes': ds.classes, 'name': ds.name}, out / f'{split}.pt')
         info['splits'][split] = {'n': len(ds), 'shape': list(ds.images.shape), 'sha256': ds.sha256(),
                                  'labels_sha256': sha256_bytes(ds.labels)}
+    # multi-resolution training (data.resolutions): the train split rendered at each other size, same items and order
+    for R in sorted({int(r) for r in (_get(cfg_data, 'resolutions') or [])} - {info['resolution']}):
+        d = dict(cfg_data) if isinstance(cfg_data, dict) else {k: _get(cfg_data, k) for k in cfg_data}
+        ds = load_dataset({**d, 'resolution': R}, 'train', root)
+        atomic_save({'images': ds.images, 'labels': ds.labels, 'classes': ds.classes, 'name': ds.name}, out / f'train_{R}px.pt')
+        info['splits'][f'train_{R}px'] = {'n': len(ds), 'shape': list(ds.images.shape), 'sha256': ds.sha256(),
+                                          'labels_sha256': sha256_bytes(ds.labels)}
     atomic_write_bytes(canonical_json(info), out / 'info.json')
     return info
 

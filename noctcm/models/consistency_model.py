@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..trigflow import consistency_sampling, t_mids_for_steps
+from ..noise import Noise
 from .time_conditioning import sinusoidal_features
 from .unet import UNetModel
 from .neural_operators import use_jvp_layers
@@ -72,6 +73,7 @@ class ConsistencyModel(nn.Module):
                  two_time: bool | None = None,  # None: the backbone's `two_time` attribute (False if absent)
                  channels: int | None = None,  # data channels (default backbone.in_channels)
                  resolution: int | None = None,  # data resolution (default backbone.resolution)
+                 noise: Noise | None = None,  # the forward process's noise (default: white, sigma_d)
                  ):
         super().__init__()
         if not sigma_d > 0:
@@ -86,6 +88,9 @@ class ConsistencyModel(nn.Module):
         self.channels = channels if channels is not None else getattr(backbone, 'in_channels', None)
         self.resolution = resolution if resolution is not None else getattr(backbone, 'resolution', None)
         self.weight_head = AdaptiveWeightHead(weight_head_channels) if weight_head_channels else None
+        self.noise = noise if noise is not None else Noise('white', sigma=self.sigma_d)
+        if abs(self.noise.sigma - self.sigma_d) > 1e-12:
+            raise ValueError(f"noise sigma ({self.noise.sigma}) must equal sigma_d ({self.sigma_d})")
 
     @property
     def min_resolution(self):
@@ -163,8 +168,8 @@ class ConsistencyModel(nn.Module):
             out = []
             for start in range(0, int(n), bs):
                 b = min(bs, int(n) - start)
-                z = self.sigma_d * torch.randn((b, self.channels, R, R), generator=generator, device=device, dtype=dtype)
-                out.append(consistency_sampling(self, z, t_max, t_mids, generator, sigma_d=self.sigma_d))
+                z = self.noise((b, self.channels, R, R), generator, device, dtype)
+                out.append(consistency_sampling(self, z, t_max, t_mids, generator, sigma_d=self.sigma_d, noise=self.noise))
         finally:
             if was_training: self.train()
         return torch.cat(out)
@@ -173,7 +178,8 @@ class ConsistencyModel(nn.Module):
 BACKBONES: dict = {'unet': UNetModel}
 
 _UNET_KEYS = ('model_channels', 'channel_mult', 'num_res_blocks', 'attention_resolutions', 'num_heads', 'dropout',
-              'fno_levels', 'fno_bottleneck', 'fno_modes', 'time_embedding', 'time_scale', 'double_norm', 'two_time')
+              'fno_levels', 'fno_bottleneck', 'fno_modes', 'time_embedding', 'time_scale', 'double_norm', 'two_time',
+              'conv_kernel')
 
 
 def _plain(cfg) -> dict:
@@ -213,7 +219,8 @@ def build_model(cfg) -> ConsistencyModel:
     return ConsistencyModel(backbone, sigma_d=float(mc.get('sigma_d', 0.5)),
                             weight_head_channels=int(mc.get('weight_head_channels', 128)),
                             two_time=bool(mc.get('two_time', False)),
-                            channels=int(dc['channels']), resolution=int(dc['resolution']))
+                            channels=int(dc['channels']), resolution=int(dc['resolution']),
+                            noise=Noise.from_config(mc))
 
 
 def _strip_prefixes(state: dict) -> dict:

@@ -16,7 +16,7 @@ from torch import nn
 
 # %% auto 0
 __all__ = ['fourier_resample', 'tangents_without_grad', 'SpectralConv2d', 'JVPConv2d', 'JVPGroupNorm', 'use_jvp_layers',
-           'group_count', 'FourierConvBlock']
+           'tent_resampling_matrix', 'PhysicalConv2d', 'group_count', 'FourierConvBlock']
 
 # %% ../../nbs/04_neural_operators.ipynb
 def _pair(v, name: str) -> tuple[int, int]:
@@ -484,6 +484,66 @@ def use_jvp_layers(model: nn.Module) -> int:
             n += 1
     return n
 
+
+# %% ../../nbs/04_neural_operators.ipynb
+def tent_resampling_matrix(scale: float, radius: int = 1, offset: float = 0.0) -> tuple[torch.Tensor, int]:
+    """`(P, n_min)`: `P[a, j]` $\\propto \\Lambda((n_a-\\delta)/s - j)$ (columns summing to 1, i.e. $\\approx 1/s$ times the tent) maps the $2r+1$ taps $w_j$ (spacing $h$) to the taps
+    at offsets $n_a = n_{min} + a$ (spacing $h/s$) of the tent-interpolated kernel (float64)."""
+    s, r, d = float(scale), int(radius), float(offset)
+    if not s > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    n_min = math.floor(d - (r + 1) * s) + 1
+    n_max = math.ceil(d + (r + 1) * s) - 1
+    n = torch.arange(n_min, n_max + 1, dtype=torch.float64)
+    j = torch.arange(-r, r + 1, dtype=torch.float64)
+    P = (1 - ((n[:, None] - d) / s - j[None, :]).abs()).clamp_min(0)
+    return P / P.sum(0, keepdim=True), n_min      # each tap's mass is kept exactly (the quadrature's 1/s, normalised)
+
+
+class PhysicalConv2d(JVPConv2d):
+    """`nn.Conv2d` whose odd square kernel is defined in physical units: built for inputs of spatial size `ref_size`,
+    applied at size `s*ref_size` with the tent-interpolated kernel resampled to the finer/coarser pixel (see above).
+    At the reference size it is exactly `nn.Conv2d` (and `JVPConv2d`'s cheap forward-mode rule)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int | None = None,
+                 bias: bool = True, ref_size: int | Sequence[int] = 16, groups: int = 1):
+        k = int(kernel_size)
+        if k % 2 != 1:
+            raise ValueError(f"PhysicalConv2d needs an odd kernel size, got {kernel_size}")
+        super().__init__(in_channels, out_channels, k, stride=stride, padding=k // 2 if padding is None else padding,
+                         bias=bias, groups=groups)
+        self.ref_size = _pair(ref_size, "ref_size")
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", ref_size={self.ref_size}"
+
+    def resampled_weight(self, scale_h: float, scale_w: float) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        "The kernel on a grid `scale` times finer, and the zero padding `(left, right, top, bottom)` it needs."
+        r = self.kernel_size[0] // 2
+        pads, mats = [], []
+        for s in (scale_h, scale_w):
+            d = (1.0 - s) / 2 if self.stride[0] > 1 else 0.0
+            P, n_min = tent_resampling_matrix(s, r, d)
+            mats.append(P.to(self.weight.device, self.weight.dtype))
+            pads.append((-n_min, P.shape[0] - 1 + n_min))
+        w = torch.einsum('ah,oihw,bw->oiab', mats[0], self.weight, mats[1])
+        return w, (pads[1][0], pads[1][1], pads[0][0], pads[0][1])
+
+    def _conv_forward(self, input, weight, bias):
+        H, W = input.shape[-2:]
+        sh, sw = H / self.ref_size[0], W / self.ref_size[1]
+        if (sh, sw) == (1.0, 1.0) or self.kernel_size == (1, 1):
+            return super()._conv_forward(input, weight, bias)
+        w, pad = self.resampled_weight(sh, sw)
+        x = F.pad(input, pad)
+        if _forward_ad_active(x, w, bias):
+            dt = _autocast_dtype(x)
+            if dt is not None:
+                with torch.autocast(device_type=x.device.type, enabled=False):
+                    return _Conv2dFn.apply(x.to(dt), w.to(dt), None if bias is None else bias.to(dt),
+                                           self.stride, (0, 0), self.dilation, self.groups)
+            return _Conv2dFn.apply(x, w, bias, self.stride, (0, 0), self.dilation, self.groups)
+        return F.conv2d(x, w, bias, self.stride, 0, self.dilation, self.groups)
 
 # %% ../../nbs/04_neural_operators.ipynb
 def group_count(channels: int, num_groups: int = 32) -> int:

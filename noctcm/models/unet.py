@@ -14,10 +14,10 @@ import torch.utils.checkpoint
 from torch import nn
 
 from .time_conditioning import TrigFlowTimeConditioning
-from .neural_operators import FourierConvBlock
+from .neural_operators import FourierConvBlock, PhysicalConv2d
 
 # %% auto 0
-__all__ = ['pixel_norm', 'AdaptiveNorm', 'ResBlock', 'AttentionBlock', 'Downsample', 'Upsample', 'UNetModel']
+__all__ = ['pixel_norm', 'conv3x3', 'AdaptiveNorm', 'ResBlock', 'AttentionBlock', 'Downsample', 'Upsample', 'UNetModel']
 
 # %% ../../nbs/05_unet.ipynb
 def pixel_norm(a: torch.Tensor, eps: float = 1e-4, dim: int = 1) -> torch.Tensor:
@@ -35,6 +35,14 @@ def _group_count(channels: int, max_groups: int = 32, min_channels_per_group: in
 
 def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(_group_count(channels), channels, eps=1e-6)
+
+
+def conv3x3(in_channels: int, out_channels: int, ref_size: int | None = None, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution (padding 1): a plain `nn.Conv2d` (`ref_size=None`, kernel in pixels) or a `PhysicalConv2d`
+    whose kernel is defined in physical units for inputs of size `ref_size` (resampled on other grids)."""
+    if ref_size is None:
+        return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
+    return PhysicalConv2d(in_channels, out_channels, 3, stride=stride, ref_size=ref_size)
 
 # %% ../../nbs/05_unet.ipynb
 class AdaptiveNorm(nn.Module):
@@ -55,13 +63,13 @@ class AdaptiveNorm(nn.Module):
 class ResBlock(nn.Module):
     "Residual block with time-conditioned AdaptiveNorm, dropout and an optional FourierConvBlock branch."
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float = 0.0,
-                 double_norm: bool = True, fno_modes: int | None = None):
+                 double_norm: bool = True, fno_modes: int | None = None, ref_size: int | None = None):
         super().__init__()
         self.in_norm = _norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = conv3x3(in_channels, out_channels, ref_size)
         self.ada_norm = AdaptiveNorm(out_channels, emb_dim, double_norm)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv2 = conv3x3(out_channels, out_channels, ref_size)
         self.fno = (FourierConvBlock(out_channels, out_channels, fno_modes, norm='group', activation='silu')
                     if fno_modes else None)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
@@ -96,19 +104,19 @@ class AttentionBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    "Stride-2 3x3 convolution (halves H and W)."
-    def __init__(self, channels: int):
+    "Stride-2 3x3 convolution (halves H and W); `ref_size`: input size of a physical-unit kernel (None: pixels)."
+    def __init__(self, channels: int, ref_size: int | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.conv = conv3x3(channels, channels, ref_size, stride=2)
 
     def forward(self, x): return self.conv(x)
 
 
 class Upsample(nn.Module):
-    "Nearest-neighbour x2 then 3x3 convolution."
-    def __init__(self, channels: int):
+    "Nearest-neighbour x2 then 3x3 convolution; `ref_size`: output size of a physical-unit kernel (None: pixels)."
+    def __init__(self, channels: int, ref_size: int | None = None):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = conv3x3(channels, channels, ref_size)
 
     def forward(self, x): return self.conv(F.interpolate(x, scale_factor=2.0, mode='nearest'))
 
@@ -138,6 +146,7 @@ class UNetModel(nn.Module):
                  two_time: bool = False,
                  resolution: int = 16,  # construction resolution (defines attention levels and FNO mode clamp)
                  grad_checkpointing: bool = False,  # recompute residual blocks in backward (saves memory)
+                 conv_kernel: str = 'pixel',  # 'pixel': 3x3 kernels in pixels | 'physical': in units of the construction grid
                  ):
         super().__init__()
         channel_mult, fno_levels = tuple(int(m) for m in channel_mult), tuple(int(l) for l in fno_levels)
@@ -152,17 +161,21 @@ class UNetModel(nn.Module):
         bad = [l for l in fno_levels if not 0 <= l < L]
         if bad:
             raise ValueError(f"fno_levels {bad} out of range for {L} levels (channel_mult={channel_mult})")
+        if conv_kernel not in ('pixel', 'physical'):
+            raise ValueError(f"conv_kernel must be 'pixel' or 'physical', got {conv_kernel!r}")
         if resolution % 2 ** (L - 1):
             raise ValueError(f"resolution {resolution} must be divisible by 2**(levels-1) = {2 ** (L - 1)}")
         out_channels = in_channels if out_channels is None else out_channels
         self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
         self.channel_mult, self.two_time, self.num_levels = channel_mult, bool(two_time), L
-        self.grad_checkpointing = bool(grad_checkpointing)
+        self.grad_checkpointing, self.conv_kernel = bool(grad_checkpointing), conv_kernel
         emb_dim = 4 * model_channels
         self.time_embed = TrigFlowTimeConditioning(emb_dim, kind=time_embedding, scale=time_scale,
                                                    num_freqs=max(1, model_channels // 2), two_time=two_time)
 
         def res_at(level): return resolution // 2 ** level
+
+        def ref(level): return res_at(level) if conv_kernel == 'physical' else None
 
         def modes_at(level, use):
             return min(int(fno_modes), res_at(level) // 2) if (use and fno_modes > 0) else None
@@ -174,12 +187,12 @@ class UNetModel(nn.Module):
             if m:   # SpectralConv2d needs H_l >= 2m and W_l//2+1 >= m at level l
                 min_hw[0] = max(min_hw[0], 2 ** level * 2 * m)
                 min_hw[1] = max(min_hw[1], 2 ** level * 2 * (m - 1))
-            return ResBlock(cin, cout, emb_dim, dropout, double_norm, m)
+            return ResBlock(cin, cout, emb_dim, dropout, double_norm, m, ref(level))
 
         def attn(level):
             return AttentionBlock(ch, num_heads) if res_at(level) in attention_resolutions else nn.Identity()
 
-        self.input_conv = nn.Conv2d(in_channels, model_channels, 3, padding=1)
+        self.input_conv = conv3x3(in_channels, model_channels, ref(0))
         ch = model_channels
         skips = [ch]
         self.down = nn.ModuleList()  # entries: (ResBlock, attn) pairs or Downsample
@@ -190,7 +203,7 @@ class UNetModel(nn.Module):
                 self.down.append(nn.ModuleList([rb, attn(level)]))
                 skips.append(ch)
             if level != L - 1:
-                self.down.append(Downsample(ch))
+                self.down.append(Downsample(ch, ref(level)))
                 skips.append(ch)
         self.mid = nn.ModuleList([block(ch, ch, L - 1, fno_bottleneck), attn(L - 1),
                                   block(ch, ch, L - 1, fno_bottleneck)])
@@ -201,12 +214,12 @@ class UNetModel(nn.Module):
                 ch = mult * model_channels
                 self.up.append(nn.ModuleList([rb, attn(level)]))
             if level != 0:
-                self.up.append(Upsample(ch))
+                self.up.append(Upsample(ch, ref(level - 1)))
         assert not skips
         k = 2 ** (L - 1)
         self.min_size = tuple(-(-v // k) * k for v in min_hw)  # (min H, min W), multiples of 2**(L-1)
         self.out_norm = _norm(ch)
-        self.out_conv = nn.Conv2d(ch, out_channels, 3, padding=1)
+        self.out_conv = conv3x3(ch, out_channels, ref(0))
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 

@@ -26,10 +26,10 @@ from ..utils.helpers import (CHECKPOINT_FORMAT, CheckpointError, atomic_save, at
 from . import losses as L
 
 # %% auto 0
-__all__ = ['OBJECTIVES', 'TrainingDiverged', 'EpochSampler', 'StepContext', 'register_objective', 'get_objective',
+__all__ = ['OBJECTIVES', 'TrainingDiverged', 'EpochSampler', 'StepContext', 'register_objective', 'get_objective', 'draw_noise',
            'diffusion_step', 'sct_step', 'scd_step', 'ect_step', 'ict_step', 'ctm_step', 'build_optimizer',
-           'autocast_dtype', 'enable_grad_checkpointing', 'may_leave_parameters_unused', 'dist_env', 'load_train_data',
-           'ConsistencyTrainer', 'load_step', 'default_out_dir', 'train']
+           'autocast_dtype', 'enable_grad_checkpointing', 'may_leave_parameters_unused', 'resample_images', 'dist_env',
+           'load_train_data', 'train_resolutions', 'ConsistencyTrainer', 'load_step', 'default_out_dir', 'train']
 
 # %% ../../nbs/12_trainer.ipynb
 class TrainingDiverged(RuntimeError):
@@ -124,9 +124,17 @@ def get_objective(name: str) -> Callable:
         raise ConfigError(f"training.objective: unknown objective {name!r}; registered: {', '.join(sorted(OBJECTIVES))}")
     return OBJECTIVES[name]
 
+def draw_noise(model, x0, ctx) -> torch.Tensor:
+    """The forward process's noise for the batch `x0`, drawn for the global batch and sliced (DDP-consistent):
+    white (`sigma_d * randn`, as always) or the model's `Noise` (e.g. a nested GRF, `noctcm.noise`)."""
+    noise = getattr(model, 'noise', None)
+    if noise is None or noise.kind == 'white':
+        return ctx.randn(*x0.shape[1:]) * float(model.sigma_d)
+    return ctx._slice(noise((ctx.global_batch, *x0.shape[1:]), ctx.generator, ctx.device))
+
 def _noise_time(model, x0, ctx):
     sd = float(model.sigma_d)
-    z = ctx.randn(*x0.shape[1:]) * sd
+    z = draw_noise(model, x0, ctx)
     return z, ctx.time(sd)
 
 # %% ../../nbs/12_trainer.ipynb
@@ -167,7 +175,7 @@ def ect_step(model, x0, ctx):
 @register_objective("ict")
 def ict_step(model, x0, ctx):
     tc = ctx.cfg.training
-    z = ctx.randn(*x0.shape[1:]) * float(model.sigma_d)
+    z = draw_noise(model, x0, ctx)
     n = ctx.schedule.ict_num_scales(ctx.step)
     probs = L.ict_index_probs(L.karras_sigmas(n), float(tc.P_mean), float(tc.P_std))
     idx = ctx.choice(probs)
@@ -242,6 +250,12 @@ def may_leave_parameters_unused(cfg) -> bool:
     uses_head = str(tc.objective) in ("diffusion", "sct", "scd") and bool(tc.adaptive_weight)
     return not uses_head or bool(cfg.model.two_time)
 
+def resample_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    "Anti-aliased bilinear resize of float images `[N, C, H, W]` to `size` x `size` (for explicitly passed data)."
+    if x.ndim != 4: raise ConfigError("data.resolutions needs image data [N, C, H, W]")
+    return torch.nn.functional.interpolate(x, size=(int(size), int(size)), mode="bilinear", antialias=True,
+                                           align_corners=False)
+
 def dist_env() -> tuple[int, int, int]:
     "(rank, world_size, local_rank) from torchrun's environment (0, 1, 0 when not distributed)."
     ws = int(os.environ.get("WORLD_SIZE", "1"))
@@ -257,19 +271,29 @@ def _data_tensor(ds) -> torch.Tensor:
     items = [ds[i] for i in range(len(ds))]
     return torch.stack([it[0] if isinstance(it, (tuple, list)) else it for it in items]).float()
 
-def load_train_data(cfg) -> torch.Tensor:
-    """The training split as a float tensor: `paths.prepared/train.pt` when `prepare` wrote it for the same dataset,
-    resolution and channels, else `load_dataset(cfg.data, 'train')`."""
+def load_train_data(cfg, resolution: int | None = None) -> torch.Tensor:
+    """The training split as a float tensor at `resolution` (default `data.resolution`): `paths.prepared/train.pt`
+    (or `train_<R>px.pt` for another size) when `prepare` wrote it for the same dataset, resolution and channels, else
+    `load_dataset(cfg.data, 'train')` rendered at that size."""
     from noctcm.data import datasets as D
+    from omegaconf import OmegaConf
+    R = int(cfg.data.resolution if resolution is None else resolution)
+    split = "train" if R == int(cfg.data.resolution) else f"train_{R}px"
     prep = pathlib.Path(cfg.paths.prepared)
     info_p = prep / "info.json"
-    if (prep / "train.pt").is_file() and info_p.is_file():
+    if (prep / f"{split}.pt").is_file() and info_p.is_file():
         try: info = json.loads(info_p.read_text())
         except Exception: info = {}
         if (info.get("name"), info.get("resolution"), info.get("channels")) == \
                 (cfg.data.name, int(cfg.data.resolution), int(cfg.data.channels)):
-            return _data_tensor(D.load_prepared(prep, "train"))
-    return _data_tensor(D.load_dataset(cfg.data, "train", root=cfg.data.root))
+            return _data_tensor(D.load_prepared(prep, split))
+    data_cfg = {**OmegaConf.to_container(cfg.data, resolve=True), "resolution": R}
+    return _data_tensor(D.load_dataset(data_cfg, "train", root=cfg.data.root))
+
+def train_resolutions(cfg) -> list[int]:
+    "The sizes cycled through by multi-resolution training (`data.resolutions`, default `[data.resolution]`)."
+    rs = [int(r) for r in (cfg.data.get("resolutions") or [])]
+    return rs or [int(cfg.data.resolution)]
 
 # %% ../../nbs/12_trainer.ipynb
 class ConsistencyTrainer:
@@ -308,6 +332,16 @@ class ConsistencyTrainer:
         seed_everything(int(tc.seed))
         # data
         self.data = (data.float() if data is not None else load_train_data(cfg)).to(device)
+        # multi-resolution training: step k uses resolutions[k % n] (deterministic, so resume and DDP agree)
+        self.resolutions = train_resolutions(cfg)
+        self.data_at = {int(self.data.shape[-1]): self.data}
+        for R in self.resolutions:
+            if R not in self.data_at:
+                self.data_at[R] = (resample_images(self.data, R) if data is not None
+                                   else load_train_data(cfg, R)).to(device)
+                if len(self.data_at[R]) != len(self.data):
+                    raise ConfigError(f"data.resolutions: the {R}px training split has {len(self.data_at[R])} items, "
+                                      f"the {self.data.shape[-1]}px one {len(self.data)}")
         self.sampler = EpochSampler(len(self.data), self.global_batch, seed=int(tc.seed))
         self.generator = torch.Generator(device=device).manual_seed(int(tc.seed) + 1)
         # teacher and model
@@ -504,7 +538,7 @@ class ConsistencyTrainer:
     def _train_step(self) -> dict:
         self.model.train()
         idx = self.sampler.next()[self.lo:self.hi].to(self.device)
-        x0 = self.data[idx]
+        x0 = self.data_at[self.resolutions[self.step % len(self.resolutions)]][idx]
         lr = self._set_lr()
         ctx = self.context()
         ac = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else contextlib.nullcontext()

@@ -1,0 +1,123 @@
+"""The spectral-layer / noise / multi-resolution ablation of issue 9, one configuration per call.
+
+Runs exactly the commands of the DVC stages `teacher`, `distill`, `evaluate` and `resolution` (`python -m
+noctcm.report ...`, what `dvc exp run -S ...` runs), with the configuration's overrides, in `runs/<name>/`
+(paths.models=runs/<name>), against the shared `prepared/` data and `models/classifier/` of the pipeline
+(run `dvc repro classifier` or `noctcm data fetch digits && dvc repro classifier` first). The `train` stage (sCT from
+scratch) is left out: the default model of the embedded job is the ECT student.
+
+    python benchmarks/ablation.py --list                       # the named configurations and their overrides
+    python benchmarks/ablation.py NAME [key=value ...]         # one configuration (plus extra overrides)
+    python benchmarks/ablation.py --table runs                 # the markdown table of every finished run
+
+Each run writes runs/<name>/summary.json: parameter count, seconds per teacher / distill step (wall time of the
+stage over its steps), and the 1-step FD at 1x and 2x (judges a and b), confident fraction, bicubic baseline.
+"""
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# width (model.model_channels) chosen per backbone so that parameter counts agree within 10% (printed by --list)
+BACKBONES = {
+    "conv": ["model.fno_levels=[]", "model.fno_bottleneck=false", "model.conv_kernel=pixel", "model.model_channels=22"],
+    "fno": ["model.fno_levels=[1]", "model.fno_bottleneck=true", "model.conv_kernel=pixel", "model.model_channels=16"],
+    "operator": ["model.fno_levels=[0]", "model.fno_bottleneck=false", "model.conv_kernel=physical",
+                 "model.model_channels=20"],
+    "physconv": ["model.fno_levels=[]", "model.fno_bottleneck=false", "model.conv_kernel=physical",
+                 "model.model_channels=22"],
+}
+NOISES = {"white": ["model.noise=white"], "grf": ["model.noise=grf"]}
+TRAININGS = {"single": ["data.resolutions=[]"], "multi": ["data.resolutions=[12,16]"]}
+
+
+def configurations() -> dict:
+    out = {}
+    for b, bo in BACKBONES.items():
+        for n, no in NOISES.items():
+            for t, to in TRAININGS.items():
+                if b == "fno" and t == "multi":   # today's FNO layers cannot run at 12 px (8 px level, 4 modes)
+                    continue
+                if b == "physconv" and n == "white":   # the spectral ablation of the resolution-aware design
+                    continue
+                out[f"{b}-{n}-{t}"] = bo + no + to
+    return out
+
+
+def run(cmd, log):
+    t = time.time()
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(cmd)}\n"); f.flush()
+        r = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if r.returncode:
+        raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}; see {log}")
+    return time.time() - t
+
+
+def one(name: str, extra=()):
+    confs = configurations()
+    if name not in confs:
+        raise SystemExit(f"unknown configuration {name!r}; known: {', '.join(confs)}")
+    d = ROOT / "runs" / name
+    d.mkdir(parents=True, exist_ok=True)
+    ov = confs[name] + [f"paths.models=runs/{name}"] + list(extra)
+    log = d / "log.txt"
+    py = [sys.executable, "-m", "noctcm.report"]
+    cfg = ["--config", "params.yaml"]
+    from noctcm.config import load_config
+    c = load_config(str(ROOT / "params.yaml"), ov)
+    from noctcm.models.consistency_model import build_model
+    params = sum(p.numel() for p in build_model(c).backbone.parameters())
+    t_teacher = run(py + ["train"] + cfg + ["--stage", "teacher", "--out", f"runs/{name}/teacher"] + ov, log)
+    t_distill = run(py + ["train"] + cfg + ["--stage", "distill", "--out", f"runs/{name}/distill",
+                                            "--teacher_checkpoint", f"runs/{name}/teacher/checkpoint.pt",
+                                            f"distillation.teacher_checkpoint=runs/{name}/teacher/checkpoint.pt"] + ov, log)
+    run(py + ["evaluate"] + cfg + ["--out", f"runs/{name}/metrics.json", "--samples", f"runs/{name}/samples",
+                                   "--selection", f"runs/{name}/selection.json"] + ov, log)
+    run(py + ["resolution"] + cfg + ["--out", f"runs/{name}/resolution.json", "--figures", f"runs/{name}/resolution",
+                                     "--classifiers", "runs/_classifiers", "--reuse-classifiers", "--selection", f"runs/{name}/selection.json"]
+        + ov, log)
+    m = json.loads((d / "metrics.json").read_text())
+    r = json.loads((d / "resolution.json").read_text())["resolution"]
+    dist = r.get("distill", {})
+    s = {"name": name, "overrides": confs[name], "params": params,
+         "teacher_s_per_step": t_teacher / int(c.teacher.steps), "distill_s_per_step": t_distill / int(c.distillation.steps),
+         "fd_1x": dist.get("1x", {}).get("1step", {}).get("fd_a"),
+         "confident_1x": dist.get("1x", {}).get("1step", {}).get("confident_a"),
+         "fd_a_2x": dist.get("2x", {}).get("1step", {}).get("fd_a"),
+         "confident_2x": dist.get("2x", {}).get("1step", {}).get("confident_a"),
+         "fd_b_2x": dist.get("2x", {}).get("1step", {}).get("fd_b"),
+         "fd_b_2x_bicubic": dist.get("2x", {}).get("bicubic_1step", {}).get("fd_b"),
+         "fd_b_2x_real": r.get("real", {}).get("2x", {}).get("fd_b"),
+         "real_fd_1x": m.get("real_test", {}).get("fid"), "summary": m.get("summary", {})}
+    (d / "summary.json").write_text(json.dumps(s, indent=1) + "\n")
+    print(json.dumps(s))
+
+
+def table(folder="runs"):
+    rows = sorted(json.loads(p.read_text()) for p in pathlib.Path(folder).glob("*/summary.json"))
+    f = lambda v, k=1: "—" if v is None else f"{v:.{k}f}"
+    print("| configuration | params | FD 1× | confident 1× | FD(a) 2× | confident 2× | FD(b) 2× | bicubic FD(b) 2× | s / distill step |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for s in rows:
+        print(f"| {s['name']} | {s['params'] / 1e3:.0f}k | {f(s['fd_1x'])} | {f(s['confident_1x'], 2)} | {f(s['fd_a_2x'])} | "
+              f"{f(s['confident_2x'], 2)} | {f(s['fd_b_2x'])} | {f(s['fd_b_2x_bicubic'])} | {f(s['distill_s_per_step'], 3)} |")
+
+
+if __name__ == "__main__":
+    a = sys.argv[1:]
+    if not a or a[0] in ("-h", "--help"):
+        print(__doc__); sys.exit(0)
+    if a[0] == "--list":
+        from noctcm.config import load_config
+        from noctcm.models.consistency_model import build_model
+        for n, ov in configurations().items():
+            c = load_config(str(ROOT / "params.yaml"), ov)
+            print(f"{n:24s} {sum(p.numel() for p in build_model(c).backbone.parameters()) / 1e3:7.0f}k  {' '.join(ov)}")
+    elif a[0] == "--table":
+        table(a[1] if len(a) > 1 else "runs")
+    else:
+        one(a[0], a[1:])

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .config import load_config, stage_config, to_dict, ConfigError
+from .config import load_config, stage_config, to_dict, ConfigError, NoctcmError, error_line
 from .utils.helpers import atomic_write_bytes, atomic_write_text, image_grid, load_checkpoint, to_uint8
 
 # %% auto 0
@@ -65,6 +65,7 @@ def stale_reason(saved: dict, current: dict) -> str | None:
     for key in sorted(set(a) | set(b)):
         if key.split(".")[0] not in _TRAJECTORY_SECTIONS or key in safe: continue
         va, vb = a.get(key, "<missing>"), b.get(key, "<missing>")
+        if (va is None and vb == "<missing>") or (vb is None and va == "<missing>"): continue   # a key added to the schema later, at its default (unset)
         if va != vb and not (isinstance(va, (int, float)) and isinstance(vb, (int, float)) and float(va) == float(vb)):
             return f"{key} changed from {va!r} to {vb!r}"
     sa, sb = a.get("training.steps"), b.get("training.steps")
@@ -549,8 +550,8 @@ def main(argv=None) -> int:
             print(json.dumps(res.get("summary", {}), indent=1))
         elif args.cmd == "plots":
             for p in report_stage(cfg, args.metrics, args.selection, args.out): print(p)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr); return 2
+    except NoctcmError as e:                       # user errors: one line, exit 2; anything else is a bug
+        print(error_line(e), file=sys.stderr); return e.exit_code
     return 0
 
 # %% ../nbs/17_report.ipynb

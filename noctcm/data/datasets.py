@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..config import NoctcmError
 from ..utils.helpers import atomic_save, atomic_write_bytes
 
 # %% auto 0
@@ -32,7 +33,7 @@ __all__ = ['DATASETS', 'IMAGE_EXTENSIONS', 'DIGITS_N_TEST', 'DIGITS_SEED', 'CIFA
            'make_toy2d', 'fetch', 'load_dataset', 'prepare', 'load_prepared']
 
 # %% ../../nbs/08_datasets.ipynb
-class DataError(RuntimeError):
+class DataError(NoctcmError, RuntimeError):
     "Missing, truncated, corrupt or malformed data; the message names the file."
 
 DATASETS = ('digits', 'cifar10', 'folder', 'toy2d')

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import ConfigError, from_dict, load_config, to_dict
+from ..config import ConfigError, NoctcmError, from_dict, load_config, to_dict
 from ..trigflow import add_noise, sample_time
 from ..utils.helpers import (CHECKPOINT_FORMAT, CheckpointError, atomic_save, atomic_write_text, get_device,
                                   load_checkpoint, rng_state, save_image_grid, seed_everything, set_rng_state)
@@ -32,8 +32,9 @@ __all__ = ['OBJECTIVES', 'TrainingDiverged', 'EpochSampler', 'StepContext', 'reg
            'ConsistencyTrainer', 'load_step', 'default_out_dir', 'train']
 
 # %% ../../nbs/12_trainer.ipynb
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(NoctcmError, RuntimeError):
     "The loss or gradient became NaN/Inf; `step` is the failing step, `checkpoint` the last good file (or None)."
+    exit_code = 1
     def __init__(self, step: int, what: str, checkpoint=None):
         self.step, self.what, self.checkpoint = int(step), what, checkpoint
         where = f"; last good checkpoint: {checkpoint}" if checkpoint else "; no checkpoint was written yet"
@@ -374,11 +375,14 @@ class ConsistencyTrainer:
         path = self._teacher_path(teacher_checkpoint)
         if path is None: return None
         from noctcm.training.distillation import load_teacher
-        return load_teacher(path, device=self.device)
+        teacher = load_teacher(path, device=self.device)
+        teacher.path = path
+        return teacher
 
     def _init_from_teacher(self):
         from noctcm.training.distillation import init_student_from_teacher
-        init_student_from_teacher(self.model, self.teacher.model)
+        init_student_from_teacher(self.model, self.teacher.model, self.cfg, getattr(self.teacher, "config", None),
+                                  getattr(self.teacher, "path", None))
 
     def _compile_target(self) -> nn.Module:
         return getattr(self.model, "backbone", self.model)

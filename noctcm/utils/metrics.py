@@ -22,6 +22,7 @@ import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, DATASETS_REGISTRY
 
+from ..config import NoctcmError
 from .helpers import atomic_save
 from ..data.datasets import network_available, ImageTensorDataset
 
@@ -33,7 +34,7 @@ __all__ = ['DOMAIN_EXTRACTOR', 'INCEPTION', 'INCEPTION_WEIGHTS_FILE', 'INCEPTION
            'feature_extractor_for', 'compute_metrics']
 
 # %% ../../nbs/13_metrics.ipynb
-class MetricsError(RuntimeError):
+class MetricsError(NoctcmError, RuntimeError):
     "Evaluation cannot run (missing weights offline, bad classifier file, bad input); the message says what to set."
 
 DOMAIN_EXTRACTOR = 'noctcm-domain'

@@ -284,6 +284,8 @@ def classifier_stage(cfg, out=None, metrics_out="results/classifier.json", progr
         atomic_write_text("unused: evaluation.feature_extractor is not the domain classifier\n", out.with_suffix(".txt"))
     else:
         tr, te = load_prepared(cfg.paths.prepared, "train"), load_prepared(cfg.paths.prepared, "test")
+        from noctcm.utils.metrics import check_classifier_data
+        check_classifier_data(tr.labels, tr.classes, what=f"data.name={cfg.data.name} ({cfg.paths.prepared}/train.pt)")
         log = (lambda s, l: print(f"[classifier] step {s} loss {l:.4f}", file=sys.stderr)) if progress else None
         model, acc = train_domain_classifier(tr.images, tr.labels, steps=int(cfg.evaluation.classifier_steps),
                                              seed=int(cfg.training.seed), test_images=te.images, test_labels=te.labels,

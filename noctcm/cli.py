@@ -132,8 +132,7 @@ def _cmd_data(args) -> int:
     return 0
 
 def _cmd_train(args) -> int:
-    from noctcm.training.trainer import dist_env, train
-    cfg, teacher = _config(args), args.teacher_checkpoint
+    cfg, teacher = _config(args), args.teacher_checkpoint     # config and paths first: no torch import for a typo
     if teacher is not None and not Path(teacher).is_file():
         raise ArgumentError(f"checkpoint {teacher}: file not found (--teacher_checkpoint); pass a checkpoint.pt "
                             f"written by `noctcm train --stage teacher`")
@@ -142,6 +141,7 @@ def _cmd_train(args) -> int:
         cfg = stage_config(cfg, args.stage)
         if args.stage == "distill" and teacher is None: teacher = cfg.distillation.teacher_checkpoint
     out = args.out if args.out is not None else (Path(cfg.paths.models) / args.stage if args.stage else None)
+    from noctcm.training.trainer import dist_env, train
     path = train(cfg, out_dir=out, teacher_checkpoint=teacher, resume=args.resume, progress=args.progress)
     if dist_env()[0] == 0: print(path)
     return 0
@@ -309,9 +309,10 @@ def _notebook_main(argv) -> int:
               f"NB: a notebook path or one of {', '.join(NOTEBOOKS)} (nbs/NB.ipynb); see `papermill --help`")
         return 0
     nb = argv[0]
-    if nb in NOTEBOOKS:
-        from noctcm.report import repo_root
-        nb = str(repo_root() / "nbs" / f"{nb}.ipynb")
+    if nb in NOTEBOOKS:                                # the source checkout's nbs/ (editable install), else the cwd's
+        import noctcm
+        here = Path(noctcm.__file__).resolve().parents[1] / "nbs" / f"{nb}.ipynb"
+        nb = str(here if here.is_file() else Path("nbs") / f"{nb}.ipynb")
     if not Path(nb).is_file():
         raise ArgumentError(f"notebook {argv[0]}: not found; pass a .ipynb path or one of {', '.join(NOTEBOOKS)}")
     import click

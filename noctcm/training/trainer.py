@@ -21,6 +21,7 @@ from torch import nn
 
 from ..config import ConfigError, NoctcmError, from_dict, load_config, to_dict
 from ..trigflow import add_noise, sample_time
+from ..utils.helpers import _storage_cause, _storage_error
 from ..utils.helpers import (CHECKPOINT_FORMAT, CheckpointError, atomic_save, atomic_write_text, get_device,
                                   load_checkpoint, rng_state, save_image_grid, seed_everything, set_rng_state)
 from . import losses as L
@@ -341,6 +342,7 @@ class ConsistencyTrainer:
         self.last_checkpoint: pathlib.Path | None = None
         self._saved_step = -1
         self._live = None
+        if self.is_main: self.remove_stale_temp_files()
         if resume and self.checkpoint_path.is_file():
             self.load(self.checkpoint_path)
         elif not resume and self.is_main:
@@ -353,6 +355,13 @@ class ConsistencyTrainer:
     def snapshot_path(self, step: int) -> pathlib.Path: return self.out_dir / "snapshots" / f"ckpt-{step}.pt"
 
     OUTPUTS = ("checkpoint.pt", "snapshots", "history.jsonl", "dvclive", "samples")
+
+    def remove_stale_temp_files(self):
+        "Delete the `.<name>.*.tmp` files a killed save left behind (atomic writes never touch the real files)."
+        for d in (self.out_dir, self.out_dir / "snapshots"):
+            if d.is_dir():
+                for p in d.glob(".*.tmp"):
+                    with contextlib.suppress(OSError): p.unlink()
 
     def clear_outputs(self):
         "Delete what an earlier run wrote into `out_dir` (`resume=False`: start from scratch, no stale snapshots)."
@@ -464,9 +473,14 @@ class ConsistencyTrainer:
             snap.parent.mkdir(parents=True, exist_ok=True)
             tmp = snap.with_name(f".{snap.name}.tmp")
             with contextlib.suppress(FileNotFoundError): tmp.unlink()
-            try: os.link(path, tmp)
-            except OSError: shutil.copyfile(path, tmp)
-            os.replace(tmp, snap)
+            try:
+                try: os.link(path, tmp)
+                except OSError: shutil.copyfile(path, tmp)
+                os.replace(tmp, snap)
+            except OSError as e:
+                with contextlib.suppress(OSError): tmp.unlink()
+                if _storage_cause(e) is None: raise
+                raise _storage_error(snap, e) from None
         self._write_history_file()
         self.last_checkpoint = path
         return path

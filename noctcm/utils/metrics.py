@@ -54,7 +54,7 @@ def check_classifier_data(labels, classes=None, min_per_class: int = MIN_PER_CLA
     names = list(classes or [])
     name = lambda j: names[j] if 0 <= j < len(names) else str(j)
     counts = {int(j): int((labels == j).sum()) for j in torch.unique(labels[labels >= 0]).tolist()}
-    if (labels < 0).any() or not counts: why = "unlabelled images (a flat folder)"
+    if (labels < 0).any() or not counts: why = "unlabelled images (no labels: a flat folder)"
     elif len(counts) < 2: why = f"one class ({name(next(iter(counts)))}: {next(iter(counts.values()))} images)"
     else:
         few = [f"{name(j)}: {n}" for j, n in counts.items() if n < min_per_class]

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .config import load_config
+from .config import ArgumentError, load_config, run_main
 from .models.consistency_model import build_model
 from .models.neural_operators import FourierConvBlock, SpectralConv2d, group_count, use_jvp_layers
 from .training import losses as L
@@ -76,7 +76,7 @@ def interleaved_times(fns: dict, repeats: int = 5, warmup: int = 1, device=torch
     """Seconds per call of each function in `fns` (name -> zero-argument callable): `warmup` calls of each, then
     `repeats` rounds calling every function once per round (order rotated each round). Returns name -> list."""
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+        raise ArgumentError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
     if timer not in ("wall", "cpu"):
         raise ValueError(f"timer must be 'wall' or 'cpu', got {timer!r}")
     if timer == "cpu" and device.type == "cuda":
@@ -107,7 +107,7 @@ def _autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return torch.autocast(device_type=device.type, enabled=False)
     if device.type != "cuda":
-        raise ValueError(f"--precision {precision} is for CUDA (autocast); use fp32 on {device}")
+        raise ArgumentError(f"--precision {precision} is for CUDA (autocast); use fp32 on {device}")
     return torch.autocast("cuda", dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
 
 
@@ -275,10 +275,10 @@ def parse_spectral_configs(spec: str) -> list:
     for item in spec.split(","):
         m = re.fullmatch(r"\s*B(\d+)C(\d+)N(\d+)M(\d+)\s*", item)
         if not m:
-            raise ValueError(f"spectral config {item!r}: expected the form B64C64N32M24")
+            raise ArgumentError(f"spectral config {item!r}: expected the form B64C64N32M24")
         B, C, N, M = (int(v) for v in m.groups())
         if M % 2 or M < 2 or M > N:
-            raise ValueError(f"spectral config {item!r}: modes M must be even and 2 <= M <= N")
+            raise ArgumentError(f"spectral config {item!r}: modes M must be even and 2 <= M <= N")
         out.append((B, C, N, M))
     return out
 
@@ -493,7 +493,7 @@ def run_all(cfg, device, quick: bool = False, repeats: int = 5, warmup: int = 1,
     "`(info, rows)`: the machine description and every benchmark row (see the table at the top)."
     device = torch.device(device)
     if precision != "fp32" and device.type != "cuda":
-        raise ValueError(f"--precision {precision} is for CUDA (autocast); use fp32 on {device}")
+        raise ArgumentError(f"--precision {precision} is for CUDA (autocast); use fp32 on {device}")
     if timer == "auto":
         timer = "wall" if device.type == "cuda" else "cpu"
     B = int(batch_size or cfg.training.batch_size)
@@ -502,7 +502,7 @@ def run_all(cfg, device, quick: bool = False, repeats: int = 5, warmup: int = 1,
     sections = set(only or ("steps", "spectral", "block", "sampling", "memory"))
     unknown = sections - {"steps", "spectral", "block", "sampling", "memory"}
     if unknown:
-        raise ValueError(f"--only: unknown sections {sorted(unknown)}")
+        raise ArgumentError(f"--only: unknown sections {sorted(unknown)}; choose from steps, spectral, block, sampling, memory")
     info = machine_info(device)
     info.update(timer=timer, precision=precision, compile=compile_model, batch=B, quick=quick, repeats=repeats,
                 warmup=warmup)
@@ -612,4 +612,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # %% ../nbs/16_bench.ipynb
 if __name__ == "__main__" and "__file__" in globals():
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -10,10 +10,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from .config import ConfigError, dump_config, load_config
+from .config import ArgumentError, ConfigError, NoctcmError, dump_config, error_line, load_config, run_main
 
 # %% auto 0
-__all__ = ['COMMANDS', 'USER_ERRORS', 'build_parser', 'main']
+__all__ = ['COMMANDS', 'USER_ERRORS', 'NOTEBOOKS', 'FORWARDED', 'build_parser', 'check_sample_args', 'check_resolution', 'main']
 
 # %% ../nbs/15_cli.ipynb
 def _add_config_args(p: argparse.ArgumentParser, required: bool = False):
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("name", nargs="?", default="digits", choices=["digits", "cifar10", "folder", "toy2d"])
     f.add_argument("--root", default="data", help="data root (default: data)")
     f.add_argument("--src", default=None, help="folder: a directory or .zip of images; cifar10: a local copy")
+    f.add_argument("--test_src", "--test-src", default=None,
+                   help="folder: a held-out directory or .zip of images that becomes the test split")
     f.add_argument("--resolution", type=int, default=None, help="folder: image size (default 16)")
     f.add_argument("--channels", type=int, default=None, choices=[1, 3], help="folder: 1 or 3 channels")
     f.add_argument("--force", action="store_true", help="rewrite files that already exist")
@@ -103,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     # bench
     b = sub.add_parser("bench", help="side-by-side benchmarks (noctcm.bench)", add_help=False)
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
+
+    # notebook
+    n = sub.add_parser("notebook", help="run an experiment notebook with papermill (same arguments: NB OUT -p ... -f ...); "
+                       "a user error is one line and exit code 2", add_help=False)
+    n.add_argument("papermill_args", nargs=argparse.REMAINDER)
     return ap
 
 # %% ../nbs/15_cli.ipynb
@@ -113,6 +120,7 @@ def _cmd_data(args) -> int:
     from noctcm.data import datasets as D
     if args.data_command == "fetch":
         kw = {"src": args.src, "force": args.force, "download": args.download}
+        if args.test_src is not None: kw["test_src"] = args.test_src
         if args.resolution is not None: kw["resolution"] = args.resolution
         if args.channels is not None: kw["channels"] = args.channels
         print(D.fetch(args.name, root=args.root, **kw))
@@ -124,13 +132,16 @@ def _cmd_data(args) -> int:
     return 0
 
 def _cmd_train(args) -> int:
-    from noctcm.training.trainer import dist_env, train
-    cfg, teacher = _config(args), args.teacher_checkpoint
+    cfg, teacher = _config(args), args.teacher_checkpoint     # config and paths first: no torch import for a typo
+    if teacher is not None and not Path(teacher).is_file():
+        raise ArgumentError(f"checkpoint {teacher}: file not found (--teacher_checkpoint); pass a checkpoint.pt "
+                            f"written by `noctcm train --stage teacher`")
     if args.stage is not None:
         from noctcm.config import stage_config
         cfg = stage_config(cfg, args.stage)
         if args.stage == "distill" and teacher is None: teacher = cfg.distillation.teacher_checkpoint
     out = args.out if args.out is not None else (Path(cfg.paths.models) / args.stage if args.stage else None)
+    from noctcm.training.trainer import dist_env, train
     path = train(cfg, out_dir=out, teacher_checkpoint=teacher, resume=args.resume, progress=args.progress)
     if dist_env()[0] == 0: print(path)
     return 0
@@ -143,7 +154,9 @@ def _generate():
         raise ConfigError("sampling/evaluation module noctcm.generate is not available in this installation") from None
 
 def _cmd_sample(args) -> int:
+    check_sample_args(args)
     G = _generate()
+    if args.resolution is not None: check_resolution(args.checkpoint, args.resolution)
     out = G.sample_to_dir(args.checkpoint, args.out, num_samples=args.num_samples, num_steps=args.num_steps,
                           t_mid=args.t_mid, resolution=args.resolution, seed=args.seed, use_ema=args.use_ema,
                           batch_size=args.batch_size, teacher=args.teacher, solver=args.solver,
@@ -152,6 +165,7 @@ def _cmd_sample(args) -> int:
     return 0
 
 def _cmd_evaluate(args) -> int:
+    check_sample_args(args)
     G = _generate()
     kw = {"num_steps": tuple(args.num_steps), "out": args.out, "config": args.config, "seed": args.seed,
           "use_ema": args.use_ema, "teacher": args.teacher, "solver": args.solver, "t_mid": args.t_mid,
@@ -185,9 +199,58 @@ COMMANDS = {"data": _cmd_data, "train": _cmd_train, "sample": _cmd_sample, "eval
             "config": _cmd_config, "bench": _cmd_bench}
 
 # %% ../nbs/15_cli.ipynb
+_HALF_PI = 1.5707963267948966
+
+def _need_int(flag: str, v, low: int = 1):
+    if v is not None and (isinstance(v, bool) or int(v) != v or v < low):
+        raise ArgumentError(f"{flag} {v}: must be an integer >= {low}")
+
+def check_sample_args(args):
+    "Checks of `sample` / `evaluate` arguments that need no checkpoint: counts >= 1, t_mid decreasing inside (0, pi/2)."
+    _need_int("--num_samples", getattr(args, "num_samples", None))
+    steps = getattr(args, "num_steps", None)
+    for k in (steps if isinstance(steps, (list, tuple)) else [steps]): _need_int("--num_steps", k)
+    _need_int("--batch_size", getattr(args, "batch_size", None))
+    _need_int("--teacher_steps", getattr(args, "teacher_steps", None))
+    _need_int("--seed", getattr(args, "seed", None), 0)
+    R = getattr(args, "resolution", None)
+    if R is not None and R < 4: raise ArgumentError(f"--resolution {R}: must be >= 4 pixels")
+    t_mid = getattr(args, "t_mid", None)
+    if t_mid:
+        prev = _HALF_PI
+        for tm in t_mid:
+            if not 0 < tm < prev:
+                raise ArgumentError(f"--t_mid {' '.join(map(str, t_mid))}: times must decrease strictly inside "
+                                    f"(0, pi/2 = {_HALF_PI:.4f}) radians; e.g. --t_mid 1.1 (2 steps) or 1.1 0.8 (3 steps)")
+            prev = tm
+    ck = getattr(args, "checkpoint", None)
+    if ck is not None and not Path(ck).is_file():
+        raise ArgumentError(f"checkpoint {ck}: file not found (--checkpoint); pass a checkpoint.pt written by `noctcm train`")
+
+def check_resolution(checkpoint, resolution: int) -> int:
+    "`--resolution` must suit the checkpoint's U-Net: a multiple of 2**(levels-1), at least its FNO layers' minimum."
+    import torch
+    from noctcm.config import from_dict
+    from noctcm.models.consistency_model import build_model
+    from noctcm.utils.helpers import load_checkpoint
+    cfg = load_checkpoint(checkpoint).get("config")
+    if not isinstance(cfg, dict): return resolution      # load_model names the problem
+    cfg = from_dict(cfg)
+    with torch.device("meta"): bb = getattr(build_model(cfg), "backbone", None)
+    L = int(getattr(bb, "num_levels", len(cfg.model.channel_mult)))
+    k, low = 2 ** (L - 1), max(int(v) for v in getattr(bb, "min_size", (1, 1)))
+    if resolution % k or resolution < low:
+        near = sorted({max(low, resolution // k * k), max(low, -(-resolution // k) * k)})
+        raise ArgumentError(f"--resolution {resolution}: this checkpoint's U-Net (model.channel_mult has {L} levels, "
+                            f"model.fno_modes={cfg.model.fno_modes}) needs a multiple of {k} that is >= {low}; "
+                            f"e.g. {' or '.join(map(str, near))}")
+    return resolution
+
+# %% ../nbs/15_cli.ipynb
 USER_ERRORS = {  # exception class (module, name) -> exit code
     ("noctcm.config", "ConfigError"): 2,
     ("noctcm.utils.helpers", "CheckpointError"): 2,
+    ("noctcm.utils.helpers", "StorageError"): 2,
     ("noctcm.data.datasets", "DataError"): 2,
     ("noctcm.utils.metrics", "MetricsError"): 2,
     ("noctcm.training.trainer", "TrainingDiverged"): 1,
@@ -214,23 +277,66 @@ def main(argv=None) -> int:
     warnings.formatwarning = _format_warning
     ap = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["bench"], ["notebook"]):          # everything after the subcommand belongs to its own parser
+        return run_main(FORWARDED[argv[0]], argv[1:])
     args, extra = ap.parse_known_args(argv)
     if extra:
         if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
             args.overrides = list(args.overrides or []) + extra
         elif args.command != "bench":
             ap.error(f"unrecognized arguments: {' '.join(extra)}")
+    return run_main(lambda _: COMMANDS[args.command](args))
+
+# %% ../nbs/15_cli.ipynb
+def _bench_main(argv) -> int:
+    "`noctcm bench ARGS` = `python -m noctcm.bench ARGS` (its own parser sees --help, --quick, --device, --threads)."
     try:
-        return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("noctcm: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        for cls, code in _user_errors():
-            if isinstance(e, cls):
-                print(f"noctcm: error: {_one_line(e)}", file=sys.stderr)
-                return code
+        bench = importlib.import_module("noctcm.bench")
+    except ModuleNotFoundError as e:
+        if e.name != "noctcm.bench": raise
+        raise ConfigError("noctcm bench: the benchmark module noctcm.bench is not available in this installation") from None
+    return int(bench.main(list(argv)) or 0)
+
+NOTEBOOKS = ("train", "evaluate", "explore")
+
+def _notebook_main(argv) -> int:
+    """`noctcm notebook NB OUT [papermill options]`: papermill's own command line (`-p`, `-f`, `--cwd`, `-k`, ...) on
+    `nbs/NB.ipynb` (NB a path or train | evaluate | explore). A user error raised in a cell (a `NoctcmError`) becomes
+    one line and exit code 2 instead of papermill's stack; anything else keeps papermill's behaviour."""
+    argv = list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: noctcm notebook NB OUT [papermill options: -p NAME VALUE, -f FILE, --cwd DIR, -k KERNEL ...]\n"
+              f"NB: a notebook path or one of {', '.join(NOTEBOOKS)} (nbs/NB.ipynb); see `papermill --help`")
+        return 0
+    nb = argv[0]
+    if nb in NOTEBOOKS:                                # the source checkout's nbs/ (editable install), else the cwd's
+        import noctcm
+        here = Path(noctcm.__file__).resolve().parents[1] / "nbs" / f"{nb}.ipynb"
+        nb = str(here if here.is_file() else Path("nbs") / f"{nb}.ipynb")
+    if not Path(nb).is_file():
+        raise ArgumentError(f"notebook {argv[0]}: not found; pass a .ipynb path or one of {', '.join(NOTEBOOKS)}")
+    import click
+    from papermill.cli import papermill as pm_cli
+    from papermill.exceptions import PapermillExecutionError
+    try:
+        pm_cli.main(args=[nb, *argv[1:]], prog_name="noctcm notebook", standalone_mode=False)
+    except click.ClickException as e:                   # papermill's own usage errors
+        e.show(); return e.exit_code
+    except PapermillExecutionError as e:
+        if e.ename in _user_error_names():
+            print(f"noctcm: error: {' '.join(str(e.evalue).split())}", file=sys.stderr)
+            return 1 if e.ename == "TrainingDiverged" else 2
         raise
+    return 0
+
+def _user_error_names() -> set:
+    "Names of `NoctcmError` and its subclasses (a cell's error arrives by name only)."
+    todo, out = [NoctcmError], set()
+    while todo:
+        c = todo.pop(); out.add(c.__name__); todo.extend(c.__subclasses__())
+    return out | {n for _, n in USER_ERRORS}
+
+FORWARDED = {"bench": _bench_main, "notebook": _notebook_main}
 
 # %% ../nbs/15_cli.ipynb
 #| eval: false

@@ -16,9 +16,9 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 # %% auto 0
 __all__ = ['CHOICES', 'LIST_CHOICES', 'RANGES', 'STAGES', 'DataConfig', 'ModelConfig', 'TrainingConfig', 'TeacherConfig',
-           'DistillationConfig', 'SamplingConfig', 'EvaluationConfig', 'PathsConfig', 'Config', 'ConfigError',
-           'validate', 'default_config', 'merge_config', 'parse_overrides', 'load_config', 'to_dict', 'from_dict',
-           'dump_config', 'stage_config']
+           'DistillationConfig', 'SamplingConfig', 'EvaluationConfig', 'PathsConfig', 'Config', 'NoctcmError',
+           'ArgumentError', 'ConfigError', 'error_line', 'run_main', 'validate', 'default_config', 'merge_config',
+           'parse_overrides', 'load_config', 'to_dict', 'from_dict', 'dump_config', 'stage_config']
 
 # %% ../nbs/00_config.ipynb
 @dataclass
@@ -28,6 +28,7 @@ class DataConfig:
     resolution: int = 16          # training image size (square)
     channels: int = 1             # 1 (grayscale) or 3 (RGB)
     src: Optional[str] = None     # `folder`: a directory or .zip of images
+    test_src: Optional[str] = None  # `folder`: a held-out directory or .zip that becomes the test split
     num_workers: int = 0
     resolutions: List[int] = field(default_factory=list)  # multi-resolution training: sizes cycled per step ([] = [resolution])
 
@@ -208,8 +209,35 @@ RANGES = {
 }
 
 # %% ../nbs/00_config.ipynb
-class ConfigError(ValueError):
+class NoctcmError(Exception):
+    """A user error (bad argument, config, checkpoint, data), not a bug. The message is one line,
+    `<what>: <why>; <what is allowed or what to do>`; entry points print `noctcm: error: <message>` and exit with
+    `exit_code`. Every other exception is a bug and keeps its traceback."""
+    exit_code = 2
+    def _render_traceback_(self):   # IPython / Jupyter / papermill show the line instead of a stack
+        return [error_line(self)]
+
+class ArgumentError(NoctcmError, ValueError):
+    "A bad command-line or function argument; the message names it and what is allowed."
+
+class ConfigError(NoctcmError, ValueError):
     "A bad configuration: the message is one line naming the key and what is allowed."
+
+def error_line(e: BaseException, prog: str = "noctcm") -> str:
+    "`noctcm: error: <message on one line>`."
+    return f"{prog}: error: {' '.join(str(e).split()) or type(e).__name__}"
+
+def run_main(main, argv=None, prog: str = "noctcm") -> int:
+    "Call `main(argv)`; a `NoctcmError` becomes one line on stderr and its exit code (2), Ctrl-C exit 130."
+    import sys
+    try:
+        return int(main(argv) or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except NoctcmError as e:
+        print(error_line(e, prog), file=sys.stderr)
+        return e.exit_code
 
 def _section_keys(node) -> str:
     return ", ".join(node.keys()) if isinstance(node, DictConfig) else ""
@@ -266,9 +294,15 @@ def default_config() -> DictConfig:
 def _read_yaml(path) -> dict:
     path = Path(path)
     if not path.is_file(): raise ConfigError(f"config file not found: {path}")
-    try: data = yaml.safe_load(path.read_text())
+    try: data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a YAML text file (byte {e.start} is not UTF-8); "
+                          f"pass a params file such as params.yaml") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); "
+                          f"pass a params file such as params.yaml") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
     if data is None: return {}
     if not isinstance(data, dict): raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     return data

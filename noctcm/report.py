@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from .config import load_config, stage_config, to_dict, ConfigError
+from .config import load_config, stage_config, to_dict, ConfigError, NoctcmError, error_line
 from .utils.helpers import atomic_write_bytes, atomic_write_text, image_grid, load_checkpoint, to_uint8
 
 # %% auto 0
@@ -184,6 +184,7 @@ def stale_reason(saved: dict, current: dict) -> str | None:
     for key in sorted(set(a) | set(b)):
         if key.split(".")[0] not in _TRAJECTORY_SECTIONS or key in safe: continue
         va, vb = a.get(key, "<missing>"), b.get(key, "<missing>")
+        if (va is None and vb == "<missing>") or (vb is None and va == "<missing>"): continue   # a key added to the schema later, at its default (unset)
         if va != vb and not (isinstance(va, (int, float)) and isinstance(vb, (int, float)) and float(va) == float(vb)):
             return f"{key} changed from {va!r} to {vb!r}"
     sa, sb = a.get("training.steps"), b.get("training.steps")
@@ -404,6 +405,8 @@ def classifier_stage(cfg, out=None, metrics_out="results/classifier.json", progr
         atomic_write_text("unused: evaluation.feature_extractor is not the domain classifier\n", out.with_suffix(".txt"))
     else:
         tr, te = load_prepared(cfg.paths.prepared, "train"), load_prepared(cfg.paths.prepared, "test")
+        from noctcm.utils.metrics import check_classifier_data
+        check_classifier_data(tr.labels, tr.classes, what=f"data.name={cfg.data.name} ({cfg.paths.prepared}/train.pt)")
         log = (lambda s, l: print(f"[classifier] step {s} loss {l:.4f}", file=sys.stderr)) if progress else None
         model, acc = train_domain_classifier(tr.images, tr.labels, steps=int(cfg.evaluation.classifier_steps),
                                              seed=int(cfg.training.seed), test_images=te.images, test_labels=te.labels,
@@ -674,8 +677,8 @@ def main(argv=None) -> int:
             print(json.dumps(res, indent=1))
         elif args.cmd == "plots":
             for p in report_stage(cfg, args.metrics, args.selection, args.out): print(p)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr); return 2
+    except NoctcmError as e:                       # user errors: one line, exit 2; anything else is a bug
+        print(error_line(e), file=sys.stderr); return e.exit_code
     return 0
 
 # %% ../nbs/17_report.ipynb

@@ -288,3 +288,69 @@ def test_toy2d_gmm8_modes():
     assert (counts / 8000 - 1 / 8).abs().max() < 0.02          # equal weights
     with pytest.raises(DataError):
         make_toy2d('spiral', 10)
+
+
+def _class_zip(path, top, classes, n, seed=0, extra=()):
+    g = np.random.RandomState(seed)
+    with zipfile.ZipFile(path, 'w') as zf:
+        for c in classes:
+            for i in range(n): zf.writestr(f'{top}/{c}/{i:04d}.png', _png(g.randint(0, 256, (8, 8, 3)).astype(np.uint8)))
+        for name in extra: zf.writestr(name, _png(g.randint(0, 256, (8, 8, 3)).astype(np.uint8)))
+    return path
+
+
+def test_folder_classes_below_the_common_root_and_held_out_archive(tmp_path):
+    "The CIFAR-10 JPEG layout `train/<class>/NNNN.jpg` + `test/<class>/...`: classes are the folders below `train/`."
+    from noctcm.data.datasets import folder_classes
+    tr = _class_zip(tmp_path / 'train.zip', 'train', ('truck', 'cat', 'dog'), 4, extra=('train/stray.png',))
+    te = _class_zip(tmp_path / 'test.zip', 'test', ('cat', 'dog'), 2, seed=1)
+    info = {}
+    x, lab, classes = read_image_folder(tr, 8, 3, info=info)
+    assert classes == ['cat', 'dog', 'truck'] and np.bincount(lab).tolist() == [4, 4, 4] and len(x) == 12
+    assert info == {'class_counts': {'cat': 4, 'dog': 4, 'truck': 4}, 'left_out': 1}   # the stray root image
+    # ImageFolder rules: deeper folders belong to their top class; a flat folder (even below a common root) is unlabelled
+    assert folder_classes(['a/x/1.png', 'a/y/deep/2.png', 'a/y/3.png'])[:2][0] == ['x', 'y']
+    assert folder_classes(['root/1.png', 'root/2.png'])[0] == [] and folder_classes(['1.png'])[1].tolist() == [-1]
+    # the held-out archive becomes the test split, with the train classes' labels
+    fetch('folder', tmp_path / 'data', src=tr, test_src=te, resolution=8, channels=3)
+    split = json.loads((tmp_path / 'data' / 'folder' / 'split.json').read_text())
+    assert split['class_counts'] == {'train': {'cat': 4, 'dog': 4, 'truck': 4}, 'test': {'cat': 2, 'dog': 2, 'truck': 0}}
+    cfg = _cfg(tmp_path / 'data', 'folder', 8, 3)
+    a, b = load_dataset(cfg, 'train'), load_dataset(cfg, 'test')
+    assert len(a) == 12 and len(b) == 4 and b.labels.tolist() == [0, 0, 1, 1] and b.classes == ['cat', 'dog', 'truck']
+    info = prepare({'data': cfg}, tmp_path / 'prep', tmp_path / 'data')
+    assert info['classes'] == ['cat', 'dog', 'truck'] and info['splits']['test']['class_counts']['dog'] == 2
+    # the same from a directory tree, read directly through data.src / data.test_src (no fetch)
+    d = tmp_path / 'tree'
+    with zipfile.ZipFile(tr) as zf: zf.extractall(d)
+    ds = load_dataset(dict(name='folder', root=str(tmp_path / 'none'), resolution=8, channels=3, src=str(d / 'train'),
+                           test_src=str(te)), 'test')
+    assert len(ds) == 4 and ds.classes == ['cat', 'dog', 'truck']
+    # a held-out class the training images do not have, or another layout, is named
+    bad = _class_zip(tmp_path / 'bad.zip', 'test', ('cat', 'emu'), 1)
+    with pytest.raises(DataError, match="emu"): fetch('folder', tmp_path / 'd2', src=tr, test_src=bad, resolution=8)
+    flat = _flat_zip(tmp_path / 'flat.zip')
+    with pytest.raises(DataError, match="flat folder"): fetch('folder', tmp_path / 'd3', src=tr, test_src=flat, resolution=8)
+
+
+def _flat_zip(path):
+    with zipfile.ZipFile(path, 'w') as zf: zf.writestr('a.png', _png(np.zeros((8, 8, 3), np.uint8)))
+    return path
+
+
+def test_folder_corrupt_images_are_counted(tmp_path):
+    root = tmp_path / 'imgs'; root.mkdir()
+    good = _png(np.zeros((8, 8), np.uint8))
+    for n in 'abcd': (root / f'{n}.png').write_bytes(good if n in 'ad' else good[:30])
+    with pytest.raises(DataError, match=r"b\.png \(and 1 more\)"):
+        read_image_folder(root, 8, 1)
+
+
+def test_domain_classifier_needs_two_classes():
+    import torch
+    from noctcm.utils.metrics import MetricsError, check_classifier_data
+    assert check_classifier_data(torch.tensor([0] * 10 + [1] * 10)) == {0: 10, 1: 10}
+    for labels, why in ((torch.full((30,), -1), 'unlabelled'), (torch.zeros(30), 'one class'),
+                        (torch.tensor([0] * 20 + [1] * 3), 'too few')):
+        with pytest.raises(MetricsError, match=why) as e: check_classifier_data(labels, ['a', 'b'])
+        assert 'evaluation.feature_extractor=inception-v3-compat' in str(e.value) and 'evaluation.feature_weights' in str(e.value)

@@ -22,17 +22,18 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..config import NoctcmError
 from ..utils.helpers import atomic_save, atomic_write_bytes
 
 # %% auto 0
 __all__ = ['DATASETS', 'IMAGE_EXTENSIONS', 'DIGITS_N_TEST', 'DIGITS_SEED', 'CIFAR10_URL', 'CIFAR10_FILES', 'DIGITS_SHA256',
            'CIFAR10_CLASSES', 'TOY2D_N', 'DataError', 'sha256_bytes', 'sha256_file', 'canonical_json', 'make_split',
            'resize_bilinear_np', 'digits_to_uint8', 'resize_image_uint8', 'ImageTensorDataset', 'PointDataset',
-           'load_digits_raw', 'read_cifar10_batch', 'read_cifar10', 'network_available', 'read_image_folder',
-           'make_toy2d', 'fetch', 'load_dataset', 'prepare', 'load_prepared']
+           'load_digits_raw', 'read_cifar10_batch', 'read_cifar10', 'network_available', 'folder_classes',
+           'read_image_folder', 'make_toy2d', 'folder_arrays', 'fetch', 'load_dataset', 'prepare', 'load_prepared']
 
 # %% ../../nbs/08_datasets.ipynb
-class DataError(RuntimeError):
+class DataError(NoctcmError, RuntimeError):
     "Missing, truncated, corrupt or malformed data; the message names the file."
 
 DATASETS = ('digits', 'cifar10', 'folder', 'toy2d')
@@ -293,21 +294,54 @@ def _list_images(src: pathlib.Path):
     if src.is_file(): raise DataError(f"{src} is neither a directory nor a valid .zip archive")
     raise DataError(f"image folder {src} does not exist (set data.src to a directory or .zip of images)")
 
-def read_image_folder(src, resolution: int = 32, channels: int = 3):
-    "Directory or .zip of images -> (uint8 [N,C,R,R], int64 labels [N], classes)."
+def folder_classes(rels) -> tuple:
+    """(classes, labels, kept) of relative image paths by `ImageFolder` rules below their common root: classes are the
+    root's sub-folders (sorted), `kept` the indices of the images inside one; a flat folder gives ([], -1s, all)."""
+    parts = [pathlib.PurePosixPath(r).parts for r in rels]
+    dirs = [p[:-1] for p in parts]
+    k = 0                                            # depth of the common root (folders every image shares)
+    while dirs and all(len(d) > k for d in dirs) and len({d[k] for d in dirs}) == 1: k += 1
+    inside = [i for i, d in enumerate(dirs) if len(d) > k]
+    if not inside: return [], np.full(len(rels), -1, dtype=np.int64), list(range(len(rels)))
+    classes = sorted({dirs[i][k] for i in inside})
+    cidx = {c: j for j, c in enumerate(classes)}
+    return classes, np.array([cidx[dirs[i][k]] for i in inside], dtype=np.int64), inside
+
+def read_image_folder(src, resolution: int = 32, channels: int = 3, classes=None, info: dict | None = None):
+    """Directory or .zip of images -> (uint8 [N,C,R,R], int64 labels [N], classes). `classes`: use these labels
+    (a held-out split must use those of the train folder; an unknown class is an error). `info` (a dict) receives
+    `class_counts` and `left_out` (images lying beside the class folders)."""
     src = pathlib.Path(src)
     items, where = _list_images(src)
     if not items: raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {src}")
-    tops = [pathlib.PurePosixPath(r).parts for r, _ in items]
-    classes = sorted({p[0] for p in tops}) if all(len(p) >= 2 for p in tops) else []
-    cidx = {c: i for i, c in enumerate(classes)}
+    found, labels, kept = folder_classes([r for r, _ in items])
+    if classes is not None:
+        classes = list(classes)
+        if found and classes:
+            unknown = sorted(set(found) - set(classes))
+            if unknown: raise DataError(f"{src}: classes {unknown[:5]} are not among the training classes {classes[:10]}; "
+                                        f"give the held-out images the train folder's class sub-folders")
+            labels = np.array([classes.index(found[j]) for j in labels], dtype=np.int64)
+        elif bool(found) != bool(classes):
+            raise DataError(f"{src}: {'has class sub-folders' if found else 'is a flat folder'} but the training images "
+                            f"{'are unlabelled' if found else f'have classes {classes[:10]}'}; use the same layout for both")
+    else: classes = found
+    n_all, items = len(items), [items[i] for i in kept]
     out = np.empty((len(items), channels, resolution, resolution), dtype=np.uint8)
-    labels = np.array([cidx[p[0]] if classes else -1 for p in tops], dtype=np.int64)
+    bad = []
     for i, (rel, read) in enumerate(items):
         try:
             with Image.open(io.BytesIO(read())) as img:
                 img.load(); out[i] = _center_crop_resize(img, resolution, channels)
-        except Exception as e: raise DataError(f"corrupt or truncated image {where}/{rel}: {e}") from None
+        except Exception as e: bad.append((rel, e))
+    if bad:
+        rel, e = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DataError(f"corrupt or truncated image {where}/{rel}{more}: {' '.join(str(e).split())[:200]}; "
+                        f"remove or re-export it and fetch again")
+    if info is not None:
+        info["class_counts"] = {c: int((labels == j).sum()) for j, c in enumerate(classes)} if classes else {}
+        info["left_out"] = n_all - len(kept)
     return out, labels, classes
 
 # %% ../../nbs/08_datasets.ipynb
@@ -331,15 +365,35 @@ def make_toy2d(name: str = 'gmm8', n: int = 1000, seed: int = 0) -> torch.Tensor
     return torch.from_numpy(x.astype(np.float32))
 
 # %% ../../nbs/08_datasets.ipynb
+def folder_arrays(src, test_src=None, resolution: int = 32, channels: int = 3):
+    """(uint8 images, labels, split dict) of an image folder: with `test_src` the held-out folder/archive is the test
+    split (appended after the images of `src`, which are all train), otherwise a fixed 10 % of `src`. The split dict
+    records the classes, the image count of each class per split, and the images left out beside the class folders."""
+    info = {}
+    img, lab, classes = read_image_folder(src, resolution, channels, info=info)
+    if test_src is None:
+        split = make_split(len(img), max(1, round(0.1 * len(img))) if len(img) > 1 else 0, 0)
+    else:
+        tinfo = {}
+        timg, tlab, _ = read_image_folder(test_src, resolution, channels, classes=classes, info=tinfo)
+        split = {'seed': 0, 'test': list(range(len(img), len(img) + len(timg))), 'train': list(range(len(img)))}
+        img, lab = np.concatenate([img, timg]), np.concatenate([lab, tlab])
+        info['left_out'] += tinfo['left_out']
+    split.update(name='folder', n=len(img), classes=classes, left_out=info['left_out'],
+                 class_counts={s: {c: int((lab[split[s]] == j).sum()) for j, c in enumerate(classes)} for s in ('train', 'test')})
+    return img, lab, split
+
+# %% ../../nbs/08_datasets.ipynb
 TOY2D_N = 10000
 
 def fetch(name: str, root='data', src=None, resolution: int = 16, channels: int | None = None, force: bool = False,
-          download: bool = True) -> pathlib.Path:
+          download: bool = True, test_src=None) -> pathlib.Path:
     """Write dataset `name` into `root/name/` and return that folder.
     digits: images.npy/labels.npy/split.json (byte-identical everywhere); cifar10: the official python batches
-    (copied from `src` or downloaded); folder: `src` resampled to `resolution`/`channels` (default 3) as .npy;
-    toy2d: <dist>.npy for each distribution."""
+    (copied from `src` or downloaded); folder: `src` (and the held-out `test_src`) resampled to
+    `resolution`/`channels` (default 3) as .npy; toy2d: <dist>.npy for each distribution."""
     if name not in DATASETS: raise DataError(f"unknown dataset {name!r} ({' | '.join(DATASETS)})")
+    if test_src is not None and name != 'folder': raise DataError(f"test_src is for the folder dataset, not {name}")
     out = pathlib.Path(root) / name
     if name == 'digits':
         for fn, b in _digits_files().items():
@@ -349,9 +403,7 @@ def fetch(name: str, root='data', src=None, resolution: int = 16, channels: int 
         _fetch_cifar10(out, src, force, download)
     elif name == 'folder':
         if src is None: raise DataError("the folder dataset needs src (a directory or .zip of images): data.src / --src")
-        img, lab, classes = read_image_folder(src, int(resolution), int(channels or 3))
-        split = make_split(len(img), max(1, round(0.1 * len(img))) if len(img) > 1 else 0, 0)
-        split.update(name='folder', n=len(img), classes=classes)
+        img, lab, split = folder_arrays(src, test_src, int(resolution), int(channels or 3))
         for fn, b in {'images.npy': _npy_bytes(img), 'labels.npy': _npy_bytes(lab), 'split.json': canonical_json(split)}.items():
             atomic_write_bytes(b, out / fn)
     else:
@@ -392,8 +444,8 @@ def load_dataset(cfg_data, split: str = 'train', root=None):
             idx = _split_indices(d / 'split.json', split, len(img))
             img, lab = resize_image_uint8(img[idx], R, C), lab[idx]
         elif _get(cfg_data, 'src'):
-            img, lab, classes = read_image_folder(_get(cfg_data, 'src'), R, C)
-            sp = make_split(len(img), max(1, round(0.1 * len(img))) if len(img) > 1 else 0, 0)
+            img, lab, sp = folder_arrays(_get(cfg_data, 'src'), _get(cfg_data, 'test_src'), R, C)
+            classes = sp['classes']
             idx = np.arange(len(img)) if split == 'all' else np.asarray(sp[split], dtype=np.int64)
             img, lab = img[idx], lab[idx]
         else: raise DataError(f"missing {d / 'images.npy'}: run `noctcm data fetch folder --src DIR_OR_ZIP` or set data.src")
@@ -420,6 +472,8 @@ def prepare(cfg, out_dir='prepared', root=None) -> dict:
         atomic_save({'images': ds.images, 'labels': ds.labels, 'classes': ds.classes, 'name': ds.name}, out / f'{split}.pt')
         info['splits'][split] = {'n': len(ds), 'shape': list(ds.images.shape), 'sha256': ds.sha256(),
                                  'labels_sha256': sha256_bytes(ds.labels)}
+        info['classes'] = list(ds.classes)
+        info['splits'][split]['class_counts'] = {c: int((ds.labels == j).sum()) for j, c in enumerate(ds.classes)}
     # multi-resolution training (data.resolutions): the train split rendered at each other size, same items and order
     for R in sorted({int(r) for r in (_get(cfg_data, 'resolutions') or [])} - {info['resolution']}):
         d = dict(cfg_data) if isinstance(cfg_data, dict) else {k: _get(cfg_data, k) for k in cfg_data}

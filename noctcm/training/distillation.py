@@ -15,7 +15,7 @@ from ..trigflow import add_noise, expand_t
 from .losses import ect_loss, sct_loss, unwrap_model
 
 # %% auto 0
-__all__ = ['TrigFlowTeacher', 'EDMDenoiserTeacher', 'load_teacher', 'init_student_from_teacher', 'ECTDistiller']
+__all__ = ['TrigFlowTeacher', 'EDMDenoiserTeacher', 'load_teacher', 'shape_mismatch', 'init_student_from_teacher', 'ECTDistiller']
 
 # %% ../../nbs/11_distillation.ipynb
 class TrigFlowTeacher:
@@ -79,11 +79,45 @@ def load_teacher(path, device="cpu", use_ema: bool = True) -> TrigFlowTeacher:
     return teacher
 
 # %% ../../nbs/11_distillation.ipynb
-def init_student_from_teacher(student: nn.Module, teacher: nn.Module) -> nn.Module:
-    "Copy the teacher's state dict into the student (strict: same architecture); returns the student."
+def shape_mismatch(student_sd: dict, teacher_sd: dict, limit: int = 3) -> list:
+    "The first `limit` parameters whose shapes differ (or that only one side has), as `name student [..] vs teacher [..]`."
+    out = []
+    for k in list(student_sd) + [k for k in teacher_sd if k not in student_sd]:
+        a, b = student_sd.get(k), teacher_sd.get(k)
+        sa = list(a.shape) if a is not None else "missing"
+        sb = list(b.shape) if b is not None else "missing"
+        if sa != sb: out.append(f"{k} student {sa} vs teacher {sb}")
+        if len(out) >= limit: break
+    return out
+
+def _config_diff(student_cfg, teacher_cfg) -> list:
+    "`key=student (teacher: value)` for the model.* / data.channels keys that differ between two configs."
+    from noctcm.config import to_dict
+    def flat(c):
+        c = to_dict(c) if not isinstance(c, dict) else c
+        d = {f"model.{k}": v for k, v in (c.get("model") or {}).items()}
+        d["data.channels"] = (c.get("data") or {}).get("channels")
+        return d
+    a, b = flat(student_cfg), flat(teacher_cfg)
+    return [f"{k}={a.get(k)!r} (teacher: {b.get(k)!r})" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+def init_student_from_teacher(student: nn.Module, teacher: nn.Module, student_cfg=None, teacher_cfg=None,
+                              teacher_path=None) -> nn.Module:
+    """Copy the teacher's state dict into the student (strict: same architecture); returns the student.
+    A mismatch raises `ConfigError` listing the first parameters whose shapes differ and (given both configs) the
+    config keys that produce them."""
+    from noctcm.config import ConfigError
     student, teacher = unwrap_model(student), unwrap_model(teacher)
+    s_sd, t_sd = student.state_dict(), teacher.state_dict()
+    diffs = shape_mismatch(s_sd, t_sd)
+    if diffs:
+        keys = _config_diff(student_cfg, teacher_cfg) if student_cfg is not None and teacher_cfg is not None else []
+        src = f" {teacher_path}" if teacher_path else ""
+        why = (f"; produced by {', '.join(keys)}" if keys else "; the model.* settings differ")
+        raise ConfigError(f"distillation: student and teacher{src} architectures differ: {'; '.join(diffs)}{why}; "
+                          f"use the teacher's model settings, or distillation.init_from_teacher=false with method scd")
     try:
-        student.load_state_dict(teacher.state_dict(), strict=True)
+        student.load_state_dict(t_sd, strict=True)
     except RuntimeError as e:
         raise ValueError(f"student and teacher architectures differ: {str(e).splitlines()[0]}") from e
     return student

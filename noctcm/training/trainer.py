@@ -19,8 +19,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import ConfigError, from_dict, load_config, to_dict
+from ..config import ConfigError, NoctcmError, from_dict, load_config, to_dict
 from ..trigflow import add_noise, sample_time
+from ..utils.helpers import _storage_cause, _storage_error
 from ..utils.helpers import (CHECKPOINT_FORMAT, CheckpointError, atomic_save, atomic_write_text, get_device,
                                   load_checkpoint, rng_state, save_image_grid, seed_everything, set_rng_state)
 from . import losses as L
@@ -32,8 +33,9 @@ __all__ = ['OBJECTIVES', 'TrainingDiverged', 'EpochSampler', 'StepContext', 'reg
            'load_train_data', 'train_resolutions', 'ConsistencyTrainer', 'load_step', 'default_out_dir', 'train']
 
 # %% ../../nbs/12_trainer.ipynb
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(NoctcmError, RuntimeError):
     "The loss or gradient became NaN/Inf; `step` is the failing step, `checkpoint` the last good file (or None)."
+    exit_code = 1
     def __init__(self, step: int, what: str, checkpoint=None):
         self.step, self.what, self.checkpoint = int(step), what, checkpoint
         where = f"; last good checkpoint: {checkpoint}" if checkpoint else "; no checkpoint was written yet"
@@ -374,6 +376,7 @@ class ConsistencyTrainer:
         self.last_checkpoint: pathlib.Path | None = None
         self._saved_step = -1
         self._live = None
+        if self.is_main: self.remove_stale_temp_files()
         if resume and self.checkpoint_path.is_file():
             self.load(self.checkpoint_path)
         elif not resume and self.is_main:
@@ -386,6 +389,13 @@ class ConsistencyTrainer:
     def snapshot_path(self, step: int) -> pathlib.Path: return self.out_dir / "snapshots" / f"ckpt-{step}.pt"
 
     OUTPUTS = ("checkpoint.pt", "snapshots", "history.jsonl", "dvclive", "samples")
+
+    def remove_stale_temp_files(self):
+        "Delete the `.<name>.*.tmp` files a killed save left behind (atomic writes never touch the real files)."
+        for d in (self.out_dir, self.out_dir / "snapshots"):
+            if d.is_dir():
+                for p in d.glob(".*.tmp"):
+                    with contextlib.suppress(OSError): p.unlink()
 
     def clear_outputs(self):
         "Delete what an earlier run wrote into `out_dir` (`resume=False`: start from scratch, no stale snapshots)."
@@ -408,11 +418,14 @@ class ConsistencyTrainer:
         path = self._teacher_path(teacher_checkpoint)
         if path is None: return None
         from noctcm.training.distillation import load_teacher
-        return load_teacher(path, device=self.device)
+        teacher = load_teacher(path, device=self.device)
+        teacher.path = path
+        return teacher
 
     def _init_from_teacher(self):
         from noctcm.training.distillation import init_student_from_teacher
-        init_student_from_teacher(self.model, self.teacher.model)
+        init_student_from_teacher(self.model, self.teacher.model, self.cfg, getattr(self.teacher, "config", None),
+                                  getattr(self.teacher, "path", None))
 
     def _compile_target(self) -> nn.Module:
         return getattr(self.model, "backbone", self.model)
@@ -494,9 +507,14 @@ class ConsistencyTrainer:
             snap.parent.mkdir(parents=True, exist_ok=True)
             tmp = snap.with_name(f".{snap.name}.tmp")
             with contextlib.suppress(FileNotFoundError): tmp.unlink()
-            try: os.link(path, tmp)
-            except OSError: shutil.copyfile(path, tmp)
-            os.replace(tmp, snap)
+            try:
+                try: os.link(path, tmp)
+                except OSError: shutil.copyfile(path, tmp)
+                os.replace(tmp, snap)
+            except OSError as e:
+                with contextlib.suppress(OSError): tmp.unlink()
+                if _storage_cause(e) is None: raise
+                raise _storage_error(snap, e) from None
         self._write_history_file()
         self.last_checkpoint = path
         return path

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import math
 import os
@@ -18,8 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import NoctcmError
+
 # %% auto 0
-__all__ = ['CHECKPOINT_FORMAT', 'seed_everything', 'get_device', 'rng_state', 'set_rng_state', 'atomic_save',
+__all__ = ['CHECKPOINT_FORMAT', 'seed_everything', 'get_device', 'rng_state', 'set_rng_state', 'StorageError', 'atomic_save',
            'atomic_write_bytes', 'atomic_write_text', 'CheckpointError', 'load_checkpoint', 'to_uint8', 'image_grid',
            'save_image_grid', 'unwrap']
 
@@ -91,19 +94,45 @@ def set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state(st.cpu().to(torch.uint8), device=i)
 
 # %% ../../nbs/01_helpers.ipynb
+class StorageError(NoctcmError, OSError):
+    "A file could not be written (disk full, quota, read-only or forbidden folder); the previous file is kept."
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+def _storage_cause(e: BaseException):
+    "The OSError about storage behind `e` (torch.save wraps a failed write in a RuntimeError), or None."
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS: return e
+        e = e.__cause__ or e.__context__
+    return None
+
+def _storage_error(path, e: OSError) -> StorageError:
+    what = e.strerror or os.strerror(e.errno)
+    todo = ("free space on that disk or write elsewhere (--out / paths.*)" if e.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
+            else "choose a writable folder (--out / paths.*)")
+    return StorageError(f"{path}: cannot be written ({what}); the previous file, if any, is kept; {todo}")
+
 def _atomic_write(path, write_fn) -> pathlib.Path:
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        if _storage_cause(e) is None: raise
+        raise _storage_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        cause = _storage_cause(e) if isinstance(e, Exception) else None
+        if cause is not None: raise _storage_error(path, cause) from None
         raise
     with contextlib.suppress(OSError, AttributeError):  # make the rename durable (POSIX only)
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -132,7 +161,7 @@ def atomic_write_text(text: str, path, encoding: str = "utf-8") -> pathlib.Path:
 # %% ../../nbs/01_helpers.ipynb
 CHECKPOINT_FORMAT = "noctcm/1"
 
-class CheckpointError(RuntimeError):
+class CheckpointError(NoctcmError, RuntimeError):
     "A checkpoint file is missing, unreadable, or not a `noctcm/1` checkpoint."
 
 def load_checkpoint(path, map_location="cpu", weights_only: bool | None = None) -> dict:

@@ -22,18 +22,19 @@ import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, DATASETS_REGISTRY
 
+from ..config import NoctcmError
 from .helpers import atomic_save
 from ..data.datasets import network_available, ImageTensorDataset
 
 # %% auto 0
 __all__ = ['DOMAIN_EXTRACTOR', 'INCEPTION', 'INCEPTION_WEIGHTS_FILE', 'INCEPTION_URL', 'VGG16_WEIGHTS_FILE', 'CLASSIFIER_FORMAT',
-           'MetricsError', 'DomainClassifier', 'classifier_accuracy', 'train_domain_classifier', 'save_classifier',
-           'load_classifier', 'classifier_fingerprint', 'classifier_confidence', 'DomainFeatureExtractor',
-           'register_domain_extractor', 'UInt8ImageDataset', 'reference_cache_name', 'resolve_inception_weights',
-           'feature_extractor_for', 'compute_metrics']
+           'MIN_PER_CLASS', 'MetricsError', 'check_classifier_data', 'DomainClassifier', 'classifier_accuracy',
+           'train_domain_classifier', 'save_classifier', 'load_classifier', 'classifier_fingerprint',
+           'classifier_confidence', 'DomainFeatureExtractor', 'register_domain_extractor', 'UInt8ImageDataset',
+           'reference_cache_name', 'resolve_inception_weights', 'feature_extractor_for', 'compute_metrics']
 
 # %% ../../nbs/13_metrics.ipynb
-class MetricsError(RuntimeError):
+class MetricsError(NoctcmError, RuntimeError):
     "Evaluation cannot run (missing weights offline, bad classifier file, bad input); the message says what to set."
 
 DOMAIN_EXTRACTOR = 'noctcm-domain'
@@ -42,6 +43,27 @@ INCEPTION_WEIGHTS_FILE = 'weights-inception-2015-12-05-6726825d.pth'
 INCEPTION_URL = 'https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/' + INCEPTION_WEIGHTS_FILE
 VGG16_WEIGHTS_FILE = 'vgg16-397923af.pth'
 CLASSIFIER_FORMAT = 'noctcm-classifier/1'
+
+# %% ../../nbs/13_metrics.ipynb
+MIN_PER_CLASS = 10   # training images per class the domain classifier needs (the pipeline's classifier stage)
+
+def check_classifier_data(labels, classes=None, min_per_class: int = MIN_PER_CLASS, what: str = "the training data"):
+    """Raise `MetricsError` unless `labels` hold >= 2 classes with >= `min_per_class` images each (a domain classifier
+    on one class is always right and its features say nothing); the message names the alternatives."""
+    labels = torch.as_tensor(labels).long()
+    names = list(classes or [])
+    name = lambda j: names[j] if 0 <= j < len(names) else str(j)
+    counts = {int(j): int((labels == j).sum()) for j in torch.unique(labels[labels >= 0]).tolist()}
+    if (labels < 0).any() or not counts: why = "unlabelled images (no labels: a flat folder)"
+    elif len(counts) < 2: why = f"one class ({name(next(iter(counts)))}: {next(iter(counts.values()))} images)"
+    else:
+        few = [f"{name(j)}: {n}" for j, n in counts.items() if n < min_per_class]
+        if not few: return counts
+        why = f"classes with too few images ({', '.join(few[:5])})"
+    raise MetricsError(f"evaluation.feature_extractor=domain: the domain classifier needs >= 2 classes with >= "
+                       f"{min_per_class} images each, but {what} has {why}; use "
+                       f"evaluation.feature_extractor=inception-v3-compat with evaluation.feature_weights=PATH "
+                       f"(weights-inception-2015-12-05-6726825d.pth), or put the images into class sub-folders")
 
 # %% ../../nbs/13_metrics.ipynb
 class DomainClassifier(nn.Module):
@@ -98,7 +120,7 @@ def train_domain_classifier(images, labels, steps: int = 600, seed: int = 0, tes
     Without a test set, 10 % of the data is held out (seeded). The global RNG is left untouched."""
     images, labels = torch.as_tensor(images), torch.as_tensor(labels).long()
     if images.dtype != torch.uint8 or images.ndim != 4: raise MetricsError(f"classifier training needs uint8 [N,C,H,W], got {images.dtype} {tuple(images.shape)}")
-    if (labels < 0).any(): raise MetricsError("classifier training needs labels (this dataset has unlabelled images)")
+    check_classifier_data(labels, min_per_class=2)
     if test_images is None:
         perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
         n_te = max(1, len(images) // 10)

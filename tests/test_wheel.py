@@ -4,8 +4,8 @@ trains with the packaged defaults and with a preset shipped inside the package, 
 
 To stay fast the fresh venv borrows the *dependencies* (torch, ...) of the running environment through a `.pth`
 file (`.pth` files inside a borrowed folder are not processed, so the editable `noctcm` of the running environment
-is not visible); `noctcm` itself comes only from the wheel, which the test checks. `.ci/run` does the same with
-the wheel installed with its dependencies from the package index cache (`NOCTCM_WHEEL_FULL=1`).
+is not visible); `noctcm` itself comes only from the wheel, which the test checks. A full install of the wheel with
+its dependencies (`pip install dist/noctcm-*.whl` after the README's torch line) is not exercised here.
 """
 import os
 import pathlib

@@ -30,7 +30,10 @@ setuptools.setup(
         'License :: ' + lic[1],
     ] + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=[lib_path, lib_path + '.*']),
+    # the presets in configs/ ship inside the package as noctcm/presets/*.yaml (`noctcm train --preset cifar10_ctcm`)
+    packages=setuptools.find_packages(include=[lib_path, lib_path + '.*']) + [lib_path + '.presets'],
+    package_dir={lib_path + '.presets': 'configs'},
+    package_data={lib_path + '.presets': ['*.yaml']},
     include_package_data=True,
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'bench': bench_requirements},

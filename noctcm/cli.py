@@ -19,6 +19,9 @@ __all__ = ['COMMANDS', 'USER_ERRORS', 'NOTEBOOKS', 'FORWARDED', 'build_parser', 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = False):
     p.add_argument("--config", action="append", default=None, metavar="YAML", required=required,
                    help="config file (params.yaml); repeat to overlay presets, later files win")
+    p.add_argument("--preset", action="append", default=None, metavar="NAME",
+                   help="a preset shipped with noctcm (cifar10_training, cifar10_distillation, cifar10_ctcm) or a "
+                   "YAML path, overlaid after --config; repeatable")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. training.steps=100")
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # %% ../nbs/15_cli.ipynb
 def _config(args):
-    return load_config(args.config or None, overrides=list(args.overrides or []))
+    return load_config(args.config or None, overrides=list(args.overrides or []),
+                       presets=list(getattr(args, "preset", None) or []))
 
 def _cmd_data(args) -> int:
     from noctcm.data import datasets as D

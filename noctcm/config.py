@@ -18,7 +18,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 __all__ = ['CHOICES', 'LIST_CHOICES', 'RANGES', 'STAGES', 'DataConfig', 'ModelConfig', 'TrainingConfig', 'TeacherConfig',
            'DistillationConfig', 'SamplingConfig', 'EvaluationConfig', 'PathsConfig', 'Config', 'NoctcmError',
            'ArgumentError', 'ConfigError', 'error_line', 'run_main', 'validate', 'default_config', 'merge_config',
-           'parse_overrides', 'load_config', 'to_dict', 'from_dict', 'dump_config', 'stage_config']
+           'parse_overrides', 'preset_dirs', 'list_presets', 'preset_path', 'load_config', 'to_dict', 'from_dict',
+           'dump_config', 'stage_config']
 
 # %% ../nbs/00_config.ipynb
 @dataclass
@@ -328,12 +329,29 @@ def parse_overrides(overrides: Sequence[str]) -> dict:
         node[parts[-1]] = value
     return out
 
+def preset_dirs() -> list:
+    "Where named presets live: `noctcm/presets/` in an installed wheel, `configs/` in a source checkout."
+    here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+    return [d for d in (here / "presets", here.parent / "configs", Path.cwd() / "configs") if d.is_dir()]
+
+def list_presets() -> list:
+    "Names of the presets shipped with noctcm (`cifar10_ctcm`, ...)."
+    return sorted({p.stem for d in preset_dirs() for p in d.glob("*.yaml")})
+
+def preset_path(name: Union[str, Path]) -> Path:
+    "A preset file: an existing path as is, else the shipped preset of that name (`cifar10_ctcm`, `cifar10_ctcm.yaml`)."
+    p = Path(name)
+    if p.is_file() or p.suffix not in ("", ".yaml") or len(p.parts) > 1 and p.parts[0] != "configs": return p
+    for d in preset_dirs():
+        if (d / f"{p.stem}.yaml").is_file(): return d / f"{p.stem}.yaml"
+    raise ConfigError(f"preset {str(name)!r} not found; shipped presets: {', '.join(list_presets()) or 'none'}")
+
 def load_config(path: Union[str, Path, Sequence, None] = None, overrides: Sequence[str] = (),
                 presets: Sequence[Union[str, Path]] = ()) -> DictConfig:
-    "Schema defaults ← config file(s) ← presets ← `key=value` overrides; validated."
+    "Schema defaults ← config file(s) ← presets (paths or shipped names) ← `key=value` overrides; validated."
     cfg = default_config()
     paths = [] if path is None else ([path] if isinstance(path, (str, Path)) else list(path))
-    for p in [*paths, *presets]:
+    for p in [*paths, *map(preset_path, presets)]:
         cfg = merge_config(cfg, _read_yaml(p), source=str(p))
     if overrides: cfg = merge_config(cfg, parse_overrides(overrides), source="override")
     return validate(cfg)

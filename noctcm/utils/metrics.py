@@ -157,7 +157,7 @@ def save_classifier(model: DomainClassifier, path, **meta) -> pathlib.Path:
 def load_classifier(path, map_location='cpu') -> DomainClassifier:
     "Load a classifier written by `save_classifier` (clear `MetricsError` naming the file otherwise)."
     p = pathlib.Path(path)
-    if not p.is_file(): raise MetricsError(f"classifier checkpoint {p} not found (evaluation.classifier_checkpoint; train it with the `classifier` stage)")
+    if not p.is_file(): raise MetricsError(f"classifier checkpoint {p} not found (evaluation.classifier_checkpoint); train it with `dvc repro classifier`, or without DVC: `python -m noctcm.report classifier --config params.yaml --out {p}` (≈ 20 s on a CPU)")
     try: d = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e: raise MetricsError(f"corrupt or truncated classifier checkpoint {p}: {e}") from None
     if not isinstance(d, dict) or d.get('format') != CLASSIFIER_FORMAT:

@@ -21,14 +21,15 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-# width (model.model_channels) chosen per backbone so that parameter counts agree within 10% (printed by --list)
+# width (model.model_channels) chosen per backbone so that parameter counts agree within 10% (printed by --list):
+# conv 379k, fno (today's layout: FNO blocks at the 8-px level and in the bottleneck) 354k, operator (the default) 350k
 BACKBONES = {
-    "conv": ["model.fno_levels=[]", "model.fno_bottleneck=false", "model.conv_kernel=pixel", "model.model_channels=22"],
-    "fno": ["model.fno_levels=[1]", "model.fno_bottleneck=true", "model.conv_kernel=pixel", "model.model_channels=16"],
+    "conv": ["model.fno_levels=[]", "model.fno_bottleneck=false", "model.conv_kernel=pixel", "model.model_channels=18"],
+    "fno": ["model.fno_levels=[1]", "model.fno_bottleneck=true", "model.conv_kernel=pixel", "model.model_channels=13"],
     "operator": ["model.fno_levels=[0]", "model.fno_bottleneck=false", "model.conv_kernel=physical",
-                 "model.model_channels=20"],
+                 "model.model_channels=16"],
     "physconv": ["model.fno_levels=[]", "model.fno_bottleneck=false", "model.conv_kernel=physical",
-                 "model.model_channels=22"],
+                 "model.model_channels=18"],
 }
 NOISES = {"white": ["model.noise=white"], "grf": ["model.noise=grf"]}
 TRAININGS = {"single": ["data.resolutions=[]"], "multi": ["data.resolutions=[12,16]"]}
@@ -92,6 +93,10 @@ def one(name: str, extra=()):
          "fd_b_2x": dist.get("2x", {}).get("1step", {}).get("fd_b"),
          "fd_b_2x_bicubic": dist.get("2x", {}).get("bicubic_1step", {}).get("fd_b"),
          "fd_b_2x_real": r.get("real", {}).get("2x", {}).get("fd_b"),
+         "lift2_fd_a_2x": dist.get("2x", {}).get("lift_2step", {}).get("fd_a"),
+         "lift2_confident_2x": dist.get("2x", {}).get("lift_2step", {}).get("confident_a"),
+         "lift2_fd_b_2x": dist.get("2x", {}).get("lift_2step", {}).get("fd_b"),
+         "fd_b_2x_bicubic2": dist.get("2x", {}).get("bicubic_2step", {}).get("fd_b"),
          "real_fd_1x": m.get("real_test", {}).get("fid"), "summary": m.get("summary", {})}
     (d / "summary.json").write_text(json.dumps(s, indent=1) + "\n")
     print(json.dumps(s))
@@ -100,11 +105,14 @@ def one(name: str, extra=()):
 def table(folder="runs"):
     rows = sorted(json.loads(p.read_text()) for p in pathlib.Path(folder).glob("*/summary.json"))
     f = lambda v, k=1: "—" if v is None else f"{v:.{k}f}"
-    print("| configuration | params | FD 1× | confident 1× | FD(a) 2× | confident 2× | FD(b) 2× | bicubic FD(b) 2× | s / distill step |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| configuration | params | FD 1× | confident 1× | FD(a) 2× | confident 2× | FD(b) 2× | bicubic FD(b) 2× "
+          "| lift 2-step FD(a) 2× | lift confident 2× | lift FD(b) 2× | s / teacher step | s / distill step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in rows:
         print(f"| {s['name']} | {s['params'] / 1e3:.0f}k | {f(s['fd_1x'])} | {f(s['confident_1x'], 2)} | {f(s['fd_a_2x'])} | "
-              f"{f(s['confident_2x'], 2)} | {f(s['fd_b_2x'])} | {f(s['fd_b_2x_bicubic'])} | {f(s['distill_s_per_step'], 3)} |")
+              f"{f(s['confident_2x'], 2)} | {f(s['fd_b_2x'])} | {f(s['fd_b_2x_bicubic'])} | {f(s.get('lift2_fd_a_2x'))} | "
+              f"{f(s.get('lift2_confident_2x'), 2)} | {f(s.get('lift2_fd_b_2x'))} | {f(s['teacher_s_per_step'], 3)} | "
+              f"{f(s['distill_s_per_step'], 3)} |")
 
 
 if __name__ == "__main__":
@@ -117,6 +125,8 @@ if __name__ == "__main__":
         for n, ov in configurations().items():
             c = load_config(str(ROOT / "params.yaml"), ov)
             print(f"{n:24s} {sum(p.numel() for p in build_model(c).backbone.parameters()) / 1e3:7.0f}k  {' '.join(ov)}")
+    elif a[0] == "--names":
+        print(" ".join(configurations()))
     elif a[0] == "--table":
         table(a[1] if len(a) > 1 else "runs")
     else:

@@ -31,7 +31,7 @@ class DataConfig:
     src: Optional[str] = None     # `folder`: a directory or .zip of images
     test_src: Optional[str] = None  # `folder`: a held-out directory or .zip that becomes the test split
     num_workers: int = 0
-    resolutions: List[int] = field(default_factory=list)  # multi-resolution training: sizes cycled per step ([] = [resolution])
+    resolutions: List[int] = field(default_factory=lambda: [12, 16])  # multi-resolution training: sizes cycled per step ([] = [resolution])
 
 @dataclass
 class ModelConfig:
@@ -42,16 +42,16 @@ class ModelConfig:
     attention_resolutions: List[int] = field(default_factory=lambda: [4])
     num_heads: int = 2
     dropout: float = 0.0
-    fno_levels: List[int] = field(default_factory=lambda: [1])
-    fno_bottleneck: bool = True
+    fno_levels: List[int] = field(default_factory=lambda: [0])
+    fno_bottleneck: bool = False
     fno_modes: int = 4
     time_embedding: str = "positional"   # positional | fourier
     time_scale: float = 1.0
     double_norm: bool = True
     two_time: bool = False
     weight_head_channels: int = 128
-    conv_kernel: str = "pixel"    # pixel | physical (3x3 kernels defined in units of the construction grid)
-    noise: str = "white"          # white | grf (nested Gaussian random field, noctcm.noise)
+    conv_kernel: str = "physical" # pixel | physical (3x3 kernels defined in units of the construction grid)
+    noise: str = "grf"            # white | grf (nested Gaussian random field, noctcm.noise)
     noise_length: float = 0.0625  # grf: Matern length scale (unit square = the image)
     noise_nu: float = 1.0         # grf: Matern smoothness
 

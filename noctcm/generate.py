@@ -111,9 +111,11 @@ def resolve_t_mids(num_steps: int, t_mid=None, t_max: float = math.pi / 2) -> tu
 @torch.no_grad()
 def generate(model, num_samples: int, num_steps: int = 1, t_mid=None, t_max: float = math.pi / 2,
              resolution: int | None = None, seed: int = 0, batch_size: int = 256, device=None, progress: bool = True,
-             channels: int | None = None, start_index: int = 0) -> torch.Tensor:
+             channels: int | None = None, start_index: int = 0, first_resolution: int | None = None) -> torch.Tensor:
     """`num_samples` images `[N, C, R, R]` (float32, CPU) by `num_steps`-step consistency sampling of `model`
-    (`model(x_t, t)` = f(x_t, t)). Sample i uses the noise of (seed, start_index + i) whatever `batch_size`."""
+    (`model(x_t, t)` = f(x_t, t)). Sample i uses the noise of (seed, start_index + i) whatever `batch_size`.
+    `first_resolution` (lift sampling): the first step runs at that size, its sample is resized bicubically to the
+    output size, and the later steps (re-noise to `t_mid`, denoise) run at the output size."""
     _check_counts(num_samples, batch_size)
     t_mids = resolve_t_mids(num_steps, t_mid, t_max)
     C, R = _model_image_shape(model, resolution, channels)
@@ -126,8 +128,11 @@ def generate(model, num_samples: int, num_steps: int = 1, t_mid=None, t_max: flo
     model.eval()
     try:
         for a, b, idx in _batches(num_samples, batch_size, start_index, progress, f"sampling {num_steps}-step"):
-            z = sample_noise(seed, idx, (C, R, R), 0, sigma_d, dtype, noise).to(dev)
+            R1 = R if first_resolution is None else int(first_resolution)
+            z = sample_noise(seed, idx, (C, R1, R1), 0, sigma_d, dtype, noise).to(dev)
             x = model(z, torch.full((b - a,), float(t_max), dtype=dtype, device=dev))
+            if R1 != R:
+                x = torch.nn.functional.interpolate(x, size=(R, R), mode="bicubic", align_corners=False).clamp(-1, 1)
             for j, tm in enumerate(t_mids, start=1):
                 zj = sample_noise(seed, idx, (C, R, R), j, sigma_d, dtype, noise).to(dev)
                 x = model(add_noise(x, zj, tm), torch.full((b - a,), tm, dtype=dtype, device=dev))

@@ -111,7 +111,7 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
         p = pathlib.Path(sel.get(st, {}).get("chosen", stage_checkpoint(cfg, st)))
         if p.is_file(): models[st] = _load(p, dev)
         else: say(f"{st}: no checkpoint at {p}, skipped")
-    res, rows = {"real": {}}, []
+    res, rows, lift_rows = {"real": {}}, [], []
     one_x = {(st, int(k)): _cm_samples(m, cfg, n, int(k), seed, dev) for st, m in models.items() for k in ev.steps}
     for scale, R in sizes:
         tag = f"{scale:g}x"
@@ -140,12 +140,17 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
                     say(f"{st}: cannot sample at {R}px ({type(e).__name__}: {e})"); continue
                 r[f"{k}step"] = dict(judge_a(x), fd_b=fd(to_uint8(x), train_R, clf))
                 r[f"bicubic_{k}step"] = {"fd_b": fd(to_uint8(resize_images(one_x[(st, k)], R, "bicubic")), train_R, clf)}
+                if k >= 2 and R > R0:   # lift: first step at the training size, the rest at R (same seeds)
+                    xl = _cm_samples(model, cfg, n, k, seed, dev, resolution=R, first_resolution=R0)
+                    r[f"lift_{k}step"] = dict(judge_a(xl), fd_b=fd(to_uint8(xl), train_R, clf))
+                    if k == 2: lift_rows.append((st, scale, R, xl[:8]))
                 if k == 1: rows.append((st, scale, R, x[:8]))
             say(f"{st} {tag} ({R}px): {r}")
     # figure: 1-step samples of every model at every size (same seeds), the bicubic baseline and real data at 2x
     Rmax = max(R for _, R in sizes)
     up = lambda x: torch.nn.functional.interpolate(torch.as_tensor(x).float(), size=(Rmax, Rmax), mode="nearest")
     fig_rows = [(f"{st} {R}px", up(x)) for st, _, R, x in rows]
+    fig_rows += [(f"{st} {R}px lift", up(x)) for st, _, R, x in lift_rows if abs(_ - 2.0) < 1e-9]
     two = [R for s, R in sizes if abs(s - 2.0) < 1e-9]
     if two and models:
         st = "distill" if "distill" in models else next(iter(models))
@@ -447,11 +452,11 @@ class _Scorer:
         if self.classifier is not None: out.update(_numbers(self.M.classifier_confidence(images, self.classifier), "classifier_"))
         return _numbers(out)
 
-def _cm_samples(model, cfg, n, steps, seed, device, resolution=None):
+def _cm_samples(model, cfg, n, steps, seed, device, resolution=None, first_resolution=None):
     from noctcm.generate import generate
     s = cfg.sampling
     return generate(model, n, int(steps), list(s.t_mid), float(s.t_max), resolution, int(seed),
-                    int(s.batch_size), device, False)
+                    int(s.batch_size), device, False, first_resolution=first_resolution)
 
 def _teacher_samples(model, cfg, n, seed, device, resolution=None):
     from noctcm.generate import generate_teacher

@@ -496,7 +496,10 @@ def tent_resampling_matrix(scale: float, radius: int = 1, offset: float = 0.0) -
     n_max = math.ceil(d + (r + 1) * s) - 1
     n = torch.arange(n_min, n_max + 1, dtype=torch.float64)
     j = torch.arange(-r, r + 1, dtype=torch.float64)
-    P = (1 - ((n[:, None] - d) / s - j[None, :]).abs()).clamp_min(0)
+    dist = ((n[:, None] - d) / s - j[None, :]).abs()
+    P = (1 - dist).clamp_min(0)
+    empty = P.sum(0) == 0                          # coarser grids (s < 1/2): a tap between two nodes goes to the nearest
+    P[dist[:, empty].argmin(0), empty.nonzero()[:, 0]] = 1.0
     return P / P.sum(0, keepdim=True), n_min      # each tap's mass is kept exactly (the quadrature's 1/s, normalised)
 
 
@@ -534,6 +537,8 @@ class PhysicalConv2d(JVPConv2d):
         sh, sw = H / self.ref_size[0], W / self.ref_size[1]
         if (sh, sw) == (1.0, 1.0) or self.kernel_size == (1, 1):
             return super()._conv_forward(input, weight, bias)
+        if sh == sw and sh == int(sh) and self.stride == (1, 1) and self.groups == 1:
+            return self._integer_scale_forward(input, weight, bias, int(sh))
         w, pad = self.resampled_weight(sh, sw)
         x = F.pad(input, pad)
         if _forward_ad_active(x, w, bias):
@@ -544,6 +549,27 @@ class PhysicalConv2d(JVPConv2d):
                                            self.stride, (0, 0), self.dilation, self.groups)
             return _Conv2dFn.apply(x, w, bias, self.stride, (0, 0), self.dilation, self.groups)
         return F.conv2d(x, w, bias, self.stride, 0, self.dilation, self.groups)
+
+    def _integer_scale_forward(self, x, weight, bias, k: int):
+        """The same convolution at an integer scale `k`, factored: the tent-interpolated kernel sampled at spacing $h/k$
+        is the stencil dilated by `k` convolved with the discrete hat $\Lambda(m/k)/k$, so blur (separable, depthwise)
+        then a dilated 3x3 convolution: 9 + 2(2k-1) taps per pixel instead of $(4k-1)^2$ (13x fewer at k = 3).
+        Zero padding of $2k-1$ before the blur makes it exactly the zero-padded fused convolution."""
+        r = self.kernel_size[0] // 2
+        m = torch.arange(-(k - 1), k, device=x.device, dtype=x.dtype)
+        hat = (1 - m.abs() / k) / k
+        C = x.shape[1]
+        xp = F.pad(x, (r * k + k - 1,) * 4)
+        b = F.conv2d(F.conv2d(xp, hat.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C),
+                     hat.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
+        if _forward_ad_active(b, weight, bias):
+            dt = _autocast_dtype(b)
+            if dt is not None:
+                with torch.autocast(device_type=b.device.type, enabled=False):
+                    return _Conv2dFn.apply(b.to(dt), weight.to(dt), None if bias is None else bias.to(dt),
+                                           (1, 1), (0, 0), (k, k), 1)
+            return _Conv2dFn.apply(b, weight, bias, (1, 1), (0, 0), (k, k), 1)
+        return F.conv2d(b, weight, bias, 1, 0, (k, k), 1)
 
 # %% ../../nbs/04_neural_operators.ipynb
 def group_count(channels: int, num_groups: int = 32) -> int:

@@ -103,7 +103,7 @@ def one(name: str, extra=()):
 
 
 def table(folder="runs"):
-    rows = sorted(json.loads(p.read_text()) for p in pathlib.Path(folder).glob("*/summary.json"))
+    rows = sorted((json.loads(p.read_text()) for p in pathlib.Path(folder).glob("*/summary.json")), key=lambda s: s["name"])
     f = lambda v, k=1: "—" if v is None else f"{v:.{k}f}"
     print("| configuration | params | FD 1× | confident 1× | FD(a) 2× | confident 2× | FD(b) 2× | bicubic FD(b) 2× "
           "| lift 2-step FD(a) 2× | lift confident 2× | lift FD(b) 2× | s / teacher step | s / distill step |")

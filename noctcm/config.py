@@ -51,7 +51,7 @@ class ModelConfig:
     two_time: bool = False
     weight_head_channels: int = 128
     conv_kernel: str = "physical" # pixel | physical (3x3 kernels defined in units of the construction grid)
-    noise: str = "grf"            # white | grf (nested Gaussian random field, noctcm.noise)
+    noise: str = "white"          # white | grf (nested Gaussian random field, noctcm.noise)
     noise_length: float = 0.0625  # grf: Matern length scale (unit square = the image)
     noise_nu: float = 1.0         # grf: Matern smoothness
 

@@ -20,7 +20,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
 TINY = {
-    "data": {"resolution": 8},
+    "data": {"resolution": 8, "resolutions": [6, 8]},
     "model": {"model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [],
               "num_heads": 1, "fno_levels": [0], "fno_bottleneck": True, "fno_modes": 2, "weight_head_channels": 8},
     "training": {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 1, "sample_every": 1000,
@@ -29,9 +29,9 @@ TINY = {
     "distillation": {"steps": 4},
     "sampling": {"teacher_steps": 2, "batch_size": 64},
     "evaluation": {"num_samples": 24, "classifier_steps": 10, "batch_size": 64,
-                   "metrics": ["fid", "is", "precision", "recall"]},
+                   "metrics": ["fid", "is", "precision", "recall"], "resolution_scales": [1.0, 2.0]},
 }
-ALL_STAGES = {"prepare", "classifier", "teacher", "train", "distill", "evaluate", "report"}
+ALL_STAGES = {"prepare", "classifier", "teacher", "train", "distill", "evaluate", "resolution", "report"}
 COPY = ["dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignore", "noctcm", "configs", "settings.ini"]
 
 
@@ -101,7 +101,7 @@ def _check_every_stage_ran(work, repro):
         assert (work / "models" / st / "checkpoint.pt").is_file(), st
         assert list((work / "models" / st / "snapshots").glob("ckpt-*.pt")), f"{st}: no snapshots"
     assert (work / "models" / "classifier" / "classifier.pt").is_file()
-    for p in ("loss.png", "fid_vs_nfe.png", "samples.png", "resolutions.png", "trajectory.png",
+    for p in ("../resolution/resolutions.png", "../resolution/resolution.csv", "loss.png", "fid_vs_nfe.png", "samples.png", "trajectory.png",
               "loss_train.csv", "loss_teacher.csv", "loss_distill.csv", "fid_vs_nfe.csv"):
         f = work / "results" / "plots" / p
         assert f.is_file() and f.stat().st_size > 0, p
@@ -122,7 +122,13 @@ def _check_metrics_file(work):
     sel = json.loads((work / "results" / "selection.json").read_text())
     assert set(sel) == {"teacher", "train", "distill"} and "validation_fd" in sel["train"]
     shown = _run([BIN / "dvc", "metrics", "show", "--json"], work).stdout
-    assert "best_1step_fid" in shown and "test_accuracy" in shown
+    assert "best_1step_fid" in shown and "test_accuracy" in shown and "fd_a" in shown
+    r = json.loads((work / "results" / "resolution.json").read_text())["resolution"]
+    for model in ("train", "distill"):
+        for tag in ("1x", "2x"):
+            assert r[model][tag]["1step"]["fd_a"] >= 0 and "fd_b" in r[model][tag]["bicubic_1step"], (model, tag)
+        assert "lift_2step" in r[model]["2x"]
+    assert r["real"]["2x"]["size"] == 16
 
 
 def _check_up_to_date_then_only_downstream_reruns(work):
@@ -136,8 +142,10 @@ def _check_up_to_date_then_only_downstream_reruns(work):
         (("teacher", "lr", 1e-3), {"teacher"}),
         (("training", "objective", "ect"), {"train"}),
         (("distillation", "method", "scd"), {"distill"}),
-        (("sampling", "t_mid", [1.0]), {"evaluate", "report"}),
-        (("evaluation", "classifier_steps", 11), {"classifier"}),
+        (("sampling", "t_mid", [1.0]), {"evaluate", "resolution", "report"}),
+        (("evaluation", "classifier_steps", 11), {"classifier", "resolution"}),
+        (("evaluation", "resolution_scales", [1.0, 1.5]), {"resolution"}),
+        (("data", "resolutions", [8]), {"prepare", "teacher", "train", "distill"}),
     ]
     try:
         for (section, key, value), want in cases:
@@ -158,7 +166,7 @@ def _check_changed_param_reruns_downstream_without_resuming_stale_run(work):
         (work / "params.yaml").write_text(yaml.safe_dump(_merge(params, {"training": {"lr": 1e-3}}), sort_keys=False))
         out = _run([BIN / "dvc", "repro"], work)
         log = out.stdout + out.stderr
-        assert set(re.findall(r"Running stage '([^']+)'", out.stdout)) == {"train", "evaluate", "report"}, out.stdout
+        assert set(re.findall(r"Running stage '([^']+)'", out.stdout)) == {"train", "evaluate", "resolution", "report"}, out.stdout
         assert "starting afresh, training.lr changed" in log, log[-3000:]
         import torch
         ck = torch.load(work / "models" / "train" / "checkpoint.pt", map_location="cpu", weights_only=False)

@@ -7,7 +7,7 @@ noctcm.report ...`, what `dvc exp run -S ...` runs), with the configuration's ov
 scratch) is left out: the default model of the embedded job is the ECT student.
 
     python benchmarks/ablation.py --list                       # the named configurations and their overrides
-    python benchmarks/ablation.py NAME [key=value ...]         # one configuration (plus extra overrides)
+    python benchmarks/ablation.py NAME [key=value ...] [--tag=T] # one configuration (plus extra overrides; runs/NAME+T)
     python benchmarks/ablation.py --table runs                 # the markdown table of every finished run
 
 Each run writes runs/<name>/summary.json: parameter count, seconds per teacher / distill step (wall time of the
@@ -60,8 +60,13 @@ def run(cmd, log):
 
 def one(name: str, extra=()):
     confs = configurations()
+    extra = list(extra)
+    tag = next((a.split("=", 1)[1] for a in extra if a.startswith("--tag=")), "")
+    extra = [a for a in extra if not a.startswith("--tag=")]
     if name not in confs:
         raise SystemExit(f"unknown configuration {name!r}; known: {', '.join(confs)}")
+    confs = {name + tag: confs[name]}
+    name = name + tag
     d = ROOT / "runs" / name
     d.mkdir(parents=True, exist_ok=True)
     ov = confs[name] + [f"paths.models=runs/{name}"] + list(extra)
@@ -84,7 +89,7 @@ def one(name: str, extra=()):
     m = json.loads((d / "metrics.json").read_text())
     r = json.loads((d / "resolution.json").read_text())["resolution"]
     dist = r.get("distill", {})
-    s = {"name": name, "overrides": confs[name], "params": params,
+    s = {"name": name, "overrides": confs[name] + list(extra), "params": params,
          "teacher_s_per_step": t_teacher / int(c.teacher.steps), "distill_s_per_step": t_distill / int(c.distillation.steps),
          "fd_1x": dist.get("1x", {}).get("1step", {}).get("fd_a"),
          "confident_1x": dist.get("1x", {}).get("1step", {}).get("confident_a"),
@@ -103,16 +108,22 @@ def one(name: str, extra=()):
 
 
 def table(folder="runs"):
+    """Markdown table of every `summary.json` under `folder`. Ratios: 1-step 2x FD(a) / 1-step 1x FD and FD(b) / the
+    bicubic upsampling of the 1-step 1x samples; lift (2 NFE) against the 2-step 1x FD and the bicubic upsampling of the
+    2-step 1x samples."""
     rows = sorted((json.loads(p.read_text()) for p in pathlib.Path(folder).glob("*/summary.json")), key=lambda s: s["name"])
     f = lambda v, k=1: "—" if v is None else f"{v:.{k}f}"
-    print("| configuration | params | FD 1× | confident 1× | FD(a) 2× | confident 2× | FD(b) 2× | bicubic FD(b) 2× "
-          "| lift 2-step FD(a) 2× | lift confident 2× | lift FD(b) 2× | s / teacher step | s / distill step |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    r = lambda a, b: "—" if a is None or not b else f"{a / b:.2f}"
+    print("| configuration | params | FD 1× | conf. 1× | FD(a) 2× | ÷ 1× | conf. 2× | FD(b) 2× | ÷ bicubic | "
+          "lift FD(a) 2× | ÷ 2-step 1× | lift conf. 2× | lift FD(b) 2× | ÷ bicubic 2-step | s/teacher step | s/ECT step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in rows:
         print(f"| {s['name']} | {s['params'] / 1e3:.0f}k | {f(s['fd_1x'])} | {f(s['confident_1x'], 2)} | {f(s['fd_a_2x'])} | "
-              f"{f(s['confident_2x'], 2)} | {f(s['fd_b_2x'])} | {f(s['fd_b_2x_bicubic'])} | {f(s.get('lift2_fd_a_2x'))} | "
-              f"{f(s.get('lift2_confident_2x'), 2)} | {f(s.get('lift2_fd_b_2x'))} | {f(s['teacher_s_per_step'], 3)} | "
-              f"{f(s['distill_s_per_step'], 3)} |")
+              f"{r(s['fd_a_2x'], s['fd_1x'])} | {f(s['confident_2x'], 2)} | {f(s['fd_b_2x'])} | "
+              f"{r(s['fd_b_2x'], s['fd_b_2x_bicubic'])} | {f(s.get('lift2_fd_a_2x'))} | "
+              f"{r(s.get('lift2_fd_a_2x'), s['summary'].get('best_2step_fid'))} | "
+              f"{f(s.get('lift2_confident_2x'), 2)} | {f(s.get('lift2_fd_b_2x'))} | {r(s.get('lift2_fd_b_2x'), s.get('fd_b_2x_bicubic2'))} | "
+              f"{f(s['teacher_s_per_step'], 3)} | {f(s['distill_s_per_step'], 3)} |")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ class DataConfig:
     src: Optional[str] = None     # `folder`: a directory or .zip of images
     test_src: Optional[str] = None  # `folder`: a held-out directory or .zip that becomes the test split
     num_workers: int = 0
-    resolutions: List[int] = field(default_factory=lambda: [12, 16])  # multi-resolution training: sizes cycled per step ([] = [resolution])
+    resolutions: List[int] = field(default_factory=list)  # multi-resolution training: sizes cycled per step ([] = [resolution])
 
 @dataclass
 class ModelConfig:
@@ -42,8 +42,8 @@ class ModelConfig:
     attention_resolutions: List[int] = field(default_factory=lambda: [4])
     num_heads: int = 2
     dropout: float = 0.0
-    fno_levels: List[int] = field(default_factory=lambda: [0])
-    fno_bottleneck: bool = False
+    fno_levels: List[int] = field(default_factory=lambda: [1])
+    fno_bottleneck: bool = True
     fno_modes: int = 4
     time_embedding: str = "positional"   # positional | fourier
     time_scale: float = 1.0
@@ -137,6 +137,7 @@ class EvaluationConfig:
     classifier_steps: int = 600
     batch_size: int = 256
     resolution_scales: List[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0, 3.0])  # `resolution` stage
+    resolution_classifier_steps: int = 300   # training steps of the judge-(b) classifier at each other size
 
 @dataclass
 class PathsConfig:
@@ -183,6 +184,7 @@ RANGES = {
     "data.resolutions": (lambda v: all(r >= 4 for r in v), "a list of image sizes >= 4 (empty: data.resolution only)"),
     "model.noise_length": _pos, "model.noise_nu": _pos,
     "evaluation.resolution_scales": (lambda v: len(v) >= 1 and all(s > 0 for s in v), "a non-empty list of scales > 0"),
+    "evaluation.resolution_classifier_steps": _pos,
     "model.sigma_d": _pos, "model.model_channels": _pos, "model.num_res_blocks": _pos,
     "model.num_heads": _pos, "model.dropout": _unit, "model.fno_modes": _pos,
     "model.time_scale": _pos, "model.weight_head_channels": _pos,

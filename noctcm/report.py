@@ -123,7 +123,7 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
             if reuse_classifiers and path.is_file():
                 clf = M.load_classifier(path)
             else:
-                clf, acc = M.train_domain_classifier(train_R, labels_R, steps=int(ev.classifier_steps), seed=int(cfg.training.seed),
+                clf, acc = M.train_domain_classifier(train_R, labels_R, steps=int(ev.resolution_classifier_steps), seed=int(cfg.training.seed),
                                                      test_images=test_R, test_labels=real_images(cfg, "test", R)[1])
                 M.save_classifier(clf, path, dataset=str(cfg.data.name), resolution=int(R), test_accuracy=float(acc))
                 say(f"{R}px classifier: test accuracy {acc:.4f}")
@@ -140,7 +140,7 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
                     say(f"{st}: cannot sample at {R}px ({type(e).__name__}: {e})"); continue
                 r[f"{k}step"] = dict(judge_a(x), fd_b=fd(to_uint8(x), train_R, clf))
                 r[f"bicubic_{k}step"] = {"fd_b": fd(to_uint8(resize_images(one_x[(st, k)], R, "bicubic")), train_R, clf)}
-                if k >= 2 and R > R0:   # lift: first step at the training size, the rest at R (same seeds)
+                if k >= 2 and R == 2 * R0:   # lift: first step at the training size, the rest at R (same seeds)
                     xl = _cm_samples(model, cfg, n, k, seed, dev, resolution=R, first_resolution=R0)
                     r[f"lift_{k}step"] = dict(judge_a(xl), fd_b=fd(to_uint8(xl), train_R, clf))
                     if k == 2: lift_rows.append((st, scale, R, xl[:8]))

@@ -90,7 +90,7 @@ def make_workspace(w):
     from noctcm.config import load_config
     from noctcm.data.datasets import prepare
     fetch("folder", root=w / "fdata", src=flat, resolution=8, channels=3)
-    prepare(load_config(overrides=["data.name=folder", f"data.root={w / 'fdata'}", "data.resolution=8", "data.channels=3"]),
+    prepare(load_config(overrides=["data.name=folder", f"data.root={w / 'fdata'}", "data.resolution=8", "data.resolutions=[8,10]", "data.channels=3"]),
             w / "fprep")
     return w
 
@@ -194,7 +194,7 @@ def _can_mount_tmpfs(where) -> str | None:
 
 
 def _train_cmd(out, data_root, steps, every=1):
-    return [*NOCTCM, "train", *TINY, "model.model_channels=4", "data.resolution=8", "model.channel_mult=[1,2]",
+    return [*NOCTCM, "train", *TINY, "model.model_channels=4", "data.resolution=8", "data.resolutions=[8,10]", "model.channel_mult=[1,2]",
             "model.fno_levels=[0]", f"data.root={data_root}", f"training.steps={steps}",
             f"training.checkpoint_every={every}", "training.keep_snapshots=false", "--no-progress", "--out", str(out)]
 

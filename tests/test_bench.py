@@ -12,7 +12,7 @@ import torch
 
 from noctcm import bench
 
-TINY = ["data.resolution=8", "model.model_channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[4]",
+TINY = ["data.resolution=8", "data.resolutions=[8,10]", "model.model_channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[4]",
         "model.fno_modes=2", "model.weight_head_channels=8", "training.batch_size=2", "sampling.teacher_steps=3"]
 
 FIGURES = ["sCT step ÷ diffusion step", "sCD step ÷ diffusion step", "ECT step ÷ diffusion step",

@@ -11,7 +11,7 @@ import yaml
 from noctcm.cli import build_parser, main
 from noctcm.config import load_config, to_dict
 
-TINY = ["data.resolution=8", "model.model_channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[]",
+TINY = ["data.resolution=8", "data.resolutions=[8,10]", "model.model_channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[]",
         "model.fno_levels=[0]", "model.fno_modes=2", "model.weight_head_channels=8", "training.batch_size=8",
         "training.log_every=1", "training.sample_every=1000"]
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-TINY = ["data.resolution=8", "model.model_channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[]",
+TINY = ["data.resolution=8", "data.resolutions=[8,10]", "model.model_channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[]",
         "model.fno_levels=[0]", "model.fno_modes=2", "model.weight_head_channels=8", "training.batch_size=8",
         "training.log_every=1", "training.sample_every=2", "training.checkpoint_every=2", "training.steps=4"]
 

@@ -139,7 +139,7 @@ def test_load_teacher_from_checkpoint(tmp_path):
     from noctcm.config import load_config, to_dict
     from noctcm.utils.helpers import atomic_save
     cfg = load_config(overrides=["model.model_channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[]",
-                                 "data.resolution=8", "model.fno_levels=[0]", "model.fno_modes=2",
+                                 "data.resolution=8", "data.resolutions=[8,10]", "model.fno_levels=[0]", "model.fno_modes=2",
                                  "model.weight_head_channels=8"])
     torch.manual_seed(0)
     model = cm.build_model(cfg)

@@ -17,7 +17,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
 TINY = {
-    "data": {"resolution": 8},
+    "data": {"resolution": 8, "resolutions": [8, 10]},
     "model": {"model_channels": 8, "channel_mult": [1, 2], "attention_resolutions": [], "num_heads": 1,
               "fno_levels": [0], "fno_modes": 2, "weight_head_channels": 8},
     "training": {"steps": 3, "batch_size": 8, "checkpoint_every": 3, "log_every": 1, "sample_every": 1000,

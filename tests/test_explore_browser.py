@@ -27,7 +27,7 @@ CHROMIUM = os.environ.get("NOCTCM_CHROMIUM") or shutil.which("chromium") or "/us
 SHOTS = pathlib.Path(os.environ.get("NOCTCM_SCREENSHOTS", ROOT / "out" / "screenshots"))
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TINY = ["data.resolution=8", "model.model_channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[]",
+TINY = ["data.resolution=8", "data.resolutions=[8,10]", "model.model_channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[]",
         "model.num_heads=1", "model.fno_levels=[0]", "model.fno_modes=2", "model.weight_head_channels=8",
         "training.steps=3", "training.batch_size=8", "training.checkpoint_every=3", "training.sample_every=1000",
         "training.tangent_warmup_steps=2", "training.device=cpu"]

@@ -140,7 +140,7 @@ def test_samples_do_not_depend_on_batching(bs, start, n):
 _MODEL = {}
 def _shared_model():
     if "m" not in _MODEL:
-        _MODEL["m"] = random_model(load_config(overrides=[*TINY, "data.resolution=8", "model.attention_resolutions=[]"]), 2)
+        _MODEL["m"] = random_model(load_config(overrides=[*TINY, "data.resolution=8", "data.resolutions=[8,10]", "model.attention_resolutions=[]"]), 2)
     return _MODEL["m"]
 
 

@@ -20,7 +20,7 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
 TINY = {
-    "data": {"resolution": 8, "resolutions": [6, 8]},
+    "data": {"resolution": 8, "resolutions": [8, 10]},
     "model": {"model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attention_resolutions": [],
               "num_heads": 1, "fno_levels": [0], "fno_bottleneck": True, "fno_modes": 2, "weight_head_channels": 8},
     "training": {"steps": 4, "batch_size": 8, "checkpoint_every": 2, "log_every": 1, "sample_every": 1000,
@@ -143,7 +143,8 @@ def _check_up_to_date_then_only_downstream_reruns(work):
         (("training", "objective", "ect"), {"train"}),
         (("distillation", "method", "scd"), {"distill"}),
         (("sampling", "t_mid", [1.0]), {"evaluate", "resolution", "report"}),
-        (("evaluation", "classifier_steps", 11), {"classifier", "resolution"}),
+        (("evaluation", "classifier_steps", 11), {"classifier"}),
+        (("evaluation", "resolution_classifier_steps", 12), {"resolution"}),
         (("evaluation", "resolution_scales", [1.0, 1.5]), {"resolution"}),
         (("data", "resolutions", [8]), {"prepare", "teacher", "train", "distill"}),
     ]

@@ -15,7 +15,7 @@ from noctcm.utils.helpers import CheckpointError, load_checkpoint
 
 torch.set_num_threads(1)
 
-TINY = ["data.resolution=8", "model.model_channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[]",
+TINY = ["data.resolution=8", "data.resolutions=[8,10]", "model.model_channels=8", "model.channel_mult=[1,2]", "model.attention_resolutions=[]",
         "model.fno_levels=[0]", "model.fno_modes=2", "model.weight_head_channels=8", "training.batch_size=8",
         "training.log_every=1", "training.sample_every=1000", "training.checkpoint_every=1000", "training.steps=3"]
 

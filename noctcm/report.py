@@ -116,7 +116,7 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
     for scale, R in sizes:
         tag = f"{scale:g}x"
         train_R, labels_R = real_images(cfg, "train", R)
-        test_R, _ = real_images(cfg, "test", R)
+        test_R, test_labels_R = real_images(cfg, "test", R)
         clf = base_clf
         if domain and R != R0:
             path = classifier_dir / f"classifier_{R}px.pt"
@@ -124,7 +124,7 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
                 clf = M.load_classifier(path)
             else:
                 clf, acc = M.train_domain_classifier(train_R, labels_R, steps=int(ev.resolution_classifier_steps), seed=int(cfg.training.seed),
-                                                     test_images=test_R, test_labels=real_images(cfg, "test", R)[1])
+                                                     test_images=test_R, test_labels=test_labels_R)
                 M.save_classifier(clf, path, dataset=str(cfg.data.name), resolution=int(R), test_accuracy=float(acc))
                 say(f"{R}px classifier: test accuracy {acc:.4f}")
             res.setdefault("classifier_accuracy", {})[tag] = float(getattr(clf, "test_accuracy", float("nan")))
@@ -569,7 +569,7 @@ def report_stage(cfg, metrics="results/metrics.json", selection="results/selecti
     written.append(write_csv(out / f"{metric}_vs_nfe.csv", {"model": [r[0] for r in rows], "nfe": [r[1] for r in rows],
                                                              metric: [r[2] for r in rows]}))
     # samples per model and step count, resolutions, trajectory
-    grid_rows, res_rows, best = [], [], None
+    grid_rows, best = [], None
     seed = int(cfg.sampling.seed)
     for st in stages:
         p = pathlib.Path(sel.get(st, {}).get("chosen", stage_checkpoint(cfg, st)))

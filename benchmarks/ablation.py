@@ -30,8 +30,12 @@ BACKBONES = {
                  "model.model_channels=16"],
     "physconv": ["model.fno_levels=[]", "model.fno_bottleneck=false", "model.conv_kernel=physical",
                  "model.model_channels=18"],
+    # the embedded default's own model (today's layout with physical kernels, C = 16; more parameters than the rows
+    # above): the noise comparison at the default
+    "default": ["model.fno_levels=[1]", "model.fno_bottleneck=true", "model.conv_kernel=physical",
+                "model.model_channels=16"],
 }
-NOISES = {"white": ["model.noise=white"], "grf": ["model.noise=grf"]}
+NOISES = {"white": ["model.noise=white"], "grf": ["model.noise=grf"], "band": ["model.noise=band"]}
 TRAININGS = {"single": ["data.resolutions=[]"], "multi": ["data.resolutions=[12,16]"]}
 
 
@@ -43,6 +47,10 @@ def configurations() -> dict:
                 if b == "fno" and t == "multi":   # today's FNO layers cannot run at 12 px (8 px level, 4 modes)
                     continue
                 if b == "physconv" and n == "white":   # the spectral ablation of the resolution-aware design
+                    continue
+                if n == "band" and b not in ("default", "physconv"):   # band-limited noise: added after the first table
+                    continue
+                if b == "default" and (n == "grf" or t == "multi"):
                     continue
                 out[f"{b}-{n}-{t}"] = bo + no + to
     return out

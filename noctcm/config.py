@@ -51,9 +51,10 @@ class ModelConfig:
     two_time: bool = False
     weight_head_channels: int = 128
     conv_kernel: str = "physical" # pixel | physical (3x3 kernels defined in units of the construction grid)
-    noise: str = "white"          # white | grf (nested Gaussian random field, noctcm.noise)
+    noise: str = "white"          # white | grf (nested Matern random field) | band (flat, band-limited field); noctcm.noise
     noise_length: float = 0.0625  # grf: Matern length scale (unit square = the image)
     noise_nu: float = 1.0         # grf: Matern smoothness
+    noise_band: int = 7           # band: highest frequency kept, cycles per image side (7 = white at 16 px)
 
 @dataclass
 class TrainingConfig:
@@ -163,7 +164,7 @@ CHOICES = {
     "data.channels": (1, 3),
     "model.time_embedding": ("positional", "fourier"),
     "model.conv_kernel": ("pixel", "physical"),
-    "model.noise": ("white", "grf"),
+    "model.noise": ("white", "grf", "band"),
     "training.objective": ("diffusion", "sct", "scd", "ect", "ict", "ctm"),
     "training.optimizer": ("adam", "radam"),
     "training.lr_decay": ("none", "inv_sqrt", "cosine"),
@@ -182,7 +183,7 @@ RANGES = {
     "data.resolution": (lambda v: v >= 4, ">= 4"),
     "data.num_workers": _nonneg,
     "data.resolutions": (lambda v: all(r >= 4 for r in v), "a list of image sizes >= 4 (empty: data.resolution only)"),
-    "model.noise_length": _pos, "model.noise_nu": _pos,
+    "model.noise_length": _pos, "model.noise_nu": _pos, "model.noise_band": _pos,
     "evaluation.resolution_scales": (lambda v: len(v) >= 1 and all(s > 0 for s in v), "a non-empty list of scales > 0"),
     "evaluation.resolution_classifier_steps": _pos,
     "model.sigma_d": _pos, "model.model_channels": _pos, "model.num_res_blocks": _pos,

@@ -14,11 +14,11 @@ import torch
 from .trigflow import SIGMA_D
 
 # %% auto 0
-__all__ = ['NOISE_KINDS', 'matern_spectrum', 'matern_total', 'grf_noise', 'grf_covariance', 'captured_variance', 'Noise',
-           'gaussian_consistency_map', 'grf_mode_variance']
+__all__ = ['NOISE_KINDS', 'matern_spectrum', 'matern_total', 'noise_spectrum', 'grf_noise', 'grf_covariance', 'captured_variance',
+           'Noise', 'gaussian_consistency_map', 'grf_mode_variance']
 
 # %% ../nbs/02b_noise.ipynb
-NOISE_KINDS = ('white', 'grf')
+NOISE_KINDS = ('white', 'grf', 'band')
 
 
 def matern_spectrum(k_sq: torch.Tensor, length: float, nu: float) -> torch.Tensor:
@@ -34,6 +34,17 @@ def matern_total(length: float, nu: float, K: int = 512) -> float:
     s = matern_spectrum(k[:, None] ** 2 + k[None, :] ** 2, length, nu).sum().item()
     tail = 2 * math.pi * (2 * math.pi * length) ** (-2 * nu - 2) * K ** (-2 * nu) / (2 * nu)
     return s + tail
+
+
+def noise_spectrum(k1: torch.Tensor, k2: torch.Tensor, length: float = 1 / 16, nu: float = 1.0,
+                   band: int | None = None) -> torch.Tensor:
+    """The field's normalised spectrum $\\lambda(k)^2/\\sigma^2$ at integer frequencies `(k1, k2)` (broadcast), summing
+    to 1 over $\\mathbb Z^2$: Matérn (`band=None`) or flat on the square $\\max|k_i|\\le$ `band` and zero outside."""
+    k1, k2 = torch.as_tensor(k1, dtype=torch.float64), torch.as_tensor(k2, dtype=torch.float64)
+    if band is None:
+        return matern_spectrum(k1 ** 2 + k2 ** 2, length, nu) / matern_total(length, nu)
+    inside = (k1.abs() <= band) & (k2.abs() <= band)
+    return inside.to(torch.float64) / (2 * band + 1) ** 2
 
 
 @functools.lru_cache(maxsize=64)
@@ -54,15 +65,19 @@ def _draw_seed(generator: torch.Generator | None) -> int:
 
 
 def grf_noise(shape: Sequence[int], length: float = 1 / 16, nu: float = 1.0, sigma: float = SIGMA_D,
-              generator: torch.Generator | None = None, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Nested Matérn Gaussian random field on the unit square sampled on the grid of `shape` `[..., H, W]`:
-    pointwise variance `sigma**2` in the continuum, frequencies $|k_1|<H/2$, $|k_2|<W/2$ kept. A draw at a finer
-    grid with the same `generator` state contains exactly the coarse draw's modes."""
+              generator: torch.Generator | None = None, device=None, dtype=torch.float32,
+              band: int | None = None) -> torch.Tensor:
+    """Nested Gaussian random field on the unit square sampled on the grid of `shape` `[..., H, W]`: Matérn
+    (`length`, `nu`) or, with `band`, flat on $\\max|k_i|\\le$ `band` (`noise_spectrum`); pointwise variance
+    `sigma**2` in the continuum, frequencies $|k_1|<H/2$, $|k_2|<W/2$ kept. A draw at a finer grid with the same
+    `generator` state contains exactly the coarse draw's modes."""
     *lead, H, W = (int(v) for v in shape)
     if H < 1 or W < 1:
         raise ValueError(f"grf_noise: grid must be at least 1x1, got {H}x{W}")
     if not length > 0 or not nu > 0:
         raise ValueError(f"grf_noise: length and nu must be > 0, got length={length}, nu={nu}")
+    if band is not None and not (int(band) == band and band >= 1):
+        raise ValueError(f"grf_noise: band must be an integer >= 1 (cycles per image side), got {band}")
     device = torch.device(device) if device is not None else (generator.device if generator is not None else torch.device('cpu'))
     n = math.prod(lead)
     K1, K2 = (H - 1) // 2, (W - 1) // 2          # largest |k| below the Nyquist frequency
@@ -77,19 +92,20 @@ def grf_noise(shape: Sequence[int], length: float = 1 / 16, nu: float = 1.0, sig
     c = c[:, M - K1:M + K1 + 1, M:M + K2 + 1]                        # |k1| <= K1, 0 <= k2 <= K2 (one-sided)
     k1 = torch.arange(-K1, K1 + 1, device=device, dtype=torch.float64)
     k2 = torch.arange(0, K2 + 1, device=device, dtype=torch.float64)
-    lam = sigma * (matern_spectrum(k1[:, None] ** 2 + k2[None, :] ** 2, length, nu) / matern_total(length, nu)).sqrt()
+    lam = sigma * noise_spectrum(k1[:, None], k2[None, :], length, nu, band).sqrt()
     Y = torch.zeros(n, H, W // 2 + 1, dtype=torch.complex128, device=device)
     Y[:, torch.remainder(k1.long(), H), :K2 + 1] = c * lam
     z = torch.fft.irfft2(Y, s=(H, W), norm='forward')
     return z.reshape(*lead, H, W).to(dtype)
 
 
-def grf_covariance(H: int, W: int, length: float = 1 / 16, nu: float = 1.0, sigma: float = SIGMA_D) -> torch.Tensor:
+def grf_covariance(H: int, W: int, length: float = 1 / 16, nu: float = 1.0, sigma: float = SIGMA_D,
+                   band: int | None = None) -> torch.Tensor:
     "Exact covariance $C(\\Delta)=\\sum_k\\lambda(k)^2\\cos(2\\pi k\\cdot\\Delta)$ of `grf_noise` on an H×W grid, `[H, W]` float64 (lag `(a, b)` at `[a, b]`)."
     K1, K2 = (H - 1) // 2, (W - 1) // 2
     k1 = torch.arange(-K1, K1 + 1, dtype=torch.float64)
     k2 = torch.arange(-K2, K2 + 1, dtype=torch.float64)
-    lam2 = sigma ** 2 * matern_spectrum(k1[:, None] ** 2 + k2[None, :] ** 2, length, nu) / matern_total(length, nu)
+    lam2 = sigma ** 2 * noise_spectrum(k1[:, None], k2[None, :], length, nu, band)
     a = torch.arange(H, dtype=torch.float64) / H
     b = torch.arange(W, dtype=torch.float64) / W
     ca, sa = torch.cos(2 * math.pi * k1[:, None] * a), torch.sin(2 * math.pi * k1[:, None] * a)   # [k1, H]
@@ -97,20 +113,28 @@ def grf_covariance(H: int, W: int, length: float = 1 / 16, nu: float = 1.0, sigm
     return ca.T @ lam2 @ cb - sa.T @ lam2 @ sb
 
 
-def captured_variance(H: int, W: int, length: float = 1 / 16, nu: float = 1.0) -> float:
+def captured_variance(H: int, W: int, length: float = 1 / 16, nu: float = 1.0, band: int | None = None) -> float:
     "Share of the field's pointwise variance an H×W grid resolves (its per-pixel variance / sigma²)."
-    return float(grf_covariance(H, W, length, nu, 1.0)[0, 0])
+    return float(grf_covariance(H, W, length, nu, 1.0, band)[0, 0])
 
 # %% ../nbs/02b_noise.ipynb
 class Noise:
-    "The forward process's noise: `Noise(kind, length, nu, sigma)(shape, generator)` returns `sigma`-scaled draws."
+    """The forward process's noise: `Noise(kind, length, nu, sigma, band)(shape, generator)` returns `sigma`-scaled
+    draws (`white`, Matérn `grf`, or `band`: the flat band-limited field)."""
 
-    def __init__(self, kind: str = 'white', length: float = 1 / 16, nu: float = 1.0, sigma: float = SIGMA_D):
+    def __init__(self, kind: str = 'white', length: float = 1 / 16, nu: float = 1.0, sigma: float = SIGMA_D,
+                 band: int = 7):
         if kind not in NOISE_KINDS:
             raise ValueError(f"noise kind must be one of {' | '.join(NOISE_KINDS)}, got {kind!r}")
         if not length > 0 or not nu > 0 or not sigma > 0:
             raise ValueError(f"noise length, nu and sigma must be > 0, got {length}, {nu}, {sigma}")
-        self.kind, self.length, self.nu, self.sigma = kind, float(length), float(nu), float(sigma)
+        if not (int(band) == band and band >= 1):
+            raise ValueError(f"noise band must be an integer >= 1 (cycles per image side), got {band}")
+        self.kind, self.length, self.nu, self.sigma, self.band = kind, float(length), float(nu), float(sigma), int(band)
+
+    @property
+    def _band(self):
+        return self.band if self.kind == 'band' else None
 
     def __call__(self, shape: Sequence[int], generator: torch.Generator | None = None, device=None,
                  dtype=torch.float32) -> torch.Tensor:
@@ -118,22 +142,27 @@ class Noise:
             if device is None and generator is not None:
                 device = generator.device
             return self.sigma * torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-        return grf_noise(shape, self.length, self.nu, self.sigma, generator, device, dtype)
+        return grf_noise(shape, self.length, self.nu, self.sigma, generator, device, dtype, band=self._band)
 
     def variance(self, H: int, W: int) -> float:
         "Per-pixel variance on an H×W grid."
-        return self.sigma ** 2 if self.kind == 'white' else self.sigma ** 2 * captured_variance(H, W, self.length, self.nu)
+        if self.kind == 'white':
+            return self.sigma ** 2
+        return self.sigma ** 2 * captured_variance(H, W, self.length, self.nu, self._band)
 
     def __repr__(self):
-        return (f"Noise('white', sigma={self.sigma})" if self.kind == 'white' else
-                f"Noise('grf', length={self.length}, nu={self.nu}, sigma={self.sigma})")
+        if self.kind == 'white':
+            return f"Noise('white', sigma={self.sigma})"
+        if self.kind == 'band':
+            return f"Noise('band', band={self.band}, sigma={self.sigma})"
+        return f"Noise('grf', length={self.length}, nu={self.nu}, sigma={self.sigma})"
 
     @classmethod
     def from_config(cls, model_cfg) -> 'Noise':
-        "From the `model` config section (`noise`, `noise_length`, `noise_nu`, `sigma_d`; defaults: white)."
+        "From the `model` config section (`noise`, `noise_length`, `noise_nu`, `noise_band`, `sigma_d`; defaults: white)."
         get = (lambda k, d: model_cfg.get(k, d)) if hasattr(model_cfg, 'get') else (lambda k, d: getattr(model_cfg, k, d))
         return cls(str(get('noise', 'white')), float(get('noise_length', 1 / 16)), float(get('noise_nu', 1.0)),
-                   float(get('sigma_d', SIGMA_D)))
+                   float(get('sigma_d', SIGMA_D)), int(get('noise_band', 7)))
 
 # %% ../nbs/02b_noise.ipynb
 def gaussian_consistency_map(data_var: torch.Tensor, noise_var: torch.Tensor):
@@ -158,11 +187,12 @@ def gaussian_consistency_map(data_var: torch.Tensor, noise_var: torch.Tensor):
     return f, v
 
 
-def grf_mode_variance(H: int, W: int, length: float = 1 / 16, nu: float = 1.0, sigma: float = SIGMA_D) -> torch.Tensor:
+def grf_mode_variance(H: int, W: int, length: float = 1 / 16, nu: float = 1.0, sigma: float = SIGMA_D,
+                      band: int | None = None) -> torch.Tensor:
     "Variance of each `rfft2(z, norm='ortho')` coefficient of `grf_noise` on an H×W grid, `[H, W//2+1]` (0 at unkept frequencies)."
     K1, K2 = (H - 1) // 2, (W - 1) // 2
     k1 = torch.fft.fftfreq(H, 1 / H).to(torch.float64)
     k2 = torch.arange(W // 2 + 1, dtype=torch.float64)
-    lam2 = sigma ** 2 * matern_spectrum(k1[:, None] ** 2 + k2[None, :] ** 2, length, nu) / matern_total(length, nu)
+    lam2 = sigma ** 2 * noise_spectrum(k1[:, None], k2[None, :], length, nu, band)
     keep = (k1.abs()[:, None] <= K1) & (k2[None, :] <= K2)
     return torch.where(keep, lam2 * H * W, torch.zeros(()))

@@ -14,6 +14,7 @@ import os
 import pathlib
 import shutil
 import sys
+import tempfile
 import time
 from typing import Callable, Sequence
 
@@ -95,9 +96,13 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
     base_clf = M.load_classifier(ev.classifier_checkpoint) if domain else None
     train0, _ = real_images(cfg, "train", R0)
 
+    # reference statistics (the real split at each size, in each classifier's features) are computed once per stage
+    # run and reused by every FD against them: a cache keyed by the images' and the classifier's fingerprints
+    cache = tempfile.TemporaryDirectory(prefix="noctcm-resolution-")
+
     def fd(images, ref, clf):
         r = M.compute_metrics(images, ref, metrics=["fid"], feature_extractor=fe, feature_weights=ev.feature_weights,
-                              classifier=clf, batch_size=int(ev.batch_size), device=dev)
+                              classifier=clf, batch_size=int(ev.batch_size), device=dev, cache_dir=cache.name)
         return float(r["fid"])
 
     def judge_a(x):   # at the training size, the evaluate stage's classifier
@@ -115,6 +120,17 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
     one_x = {(st, int(k)): _cm_samples(m, cfg, n, int(k), seed, dev) for st, m in models.items() for k in ev.steps}
     for scale, R in sizes:
         tag = f"{scale:g}x"
+        samples = {}   # (stage, k) -> samples at R; a size no model can run at gets no classifier and no row
+        for st, model in models.items():
+            for k in ev.steps:
+                k = int(k)
+                try:
+                    samples[(st, k)] = one_x[(st, k)] if R == R0 else _cm_samples(model, cfg, n, k, seed, dev, resolution=R)
+                except Exception as e:
+                    say(f"{st}: cannot sample {k}-step at {R}px ({type(e).__name__}: {e})")
+        if not samples and R != R0:
+            res.setdefault("skipped", {})[tag] = f"{R}px: no model can sample at this size"
+            continue
         train_R, labels_R = real_images(cfg, "train", R)
         test_R, test_labels_R = real_images(cfg, "test", R)
         clf = base_clf
@@ -134,10 +150,8 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
             r = res.setdefault(st, {}).setdefault(tag, {"size": R})
             for k in ev.steps:
                 k = int(k)
-                try:
-                    x = one_x[(st, k)] if R == R0 else _cm_samples(model, cfg, n, k, seed, dev, resolution=R)
-                except Exception as e:
-                    say(f"{st}: cannot sample at {R}px ({type(e).__name__}: {e})"); continue
+                if (st, k) not in samples: continue
+                x = samples[(st, k)]
                 r[f"{k}step"] = dict(judge_a(x), fd_b=fd(to_uint8(x), train_R, clf))
                 r[f"bicubic_{k}step"] = {"fd_b": fd(to_uint8(resize_images(one_x[(st, k)], R, "bicubic")), train_R, clf)}
                 if k >= 2 and R == 2 * R0:   # lift: first step at the training size, the rest at R (same seeds)
@@ -167,6 +181,7 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
                                               enumerate(["model", "scale", "size", "sampler", "fd_a", "confident_a", "fd_b"])})
     payload = {"resolution": res}
     atomic_write_text(json.dumps(payload, indent=1) + "\n", out)
+    cache.cleanup()
     return payload
 
 # %% ../nbs/17_report.ipynb

@@ -6,6 +6,7 @@ data unchanged, every stage's outputs exist, the metrics file has every model at
 and a second `dvc repro` say up to date, and changing one parameter marks only the stages below it (`dvc repro --dry`).
 Takes about a minute on one CPU thread; no network.
 """
+import hashlib
 import json
 import os
 import pathlib
@@ -31,7 +32,7 @@ TINY = {
     "evaluation": {"num_samples": 24, "classifier_steps": 10, "batch_size": 64,
                    "metrics": ["fid", "is", "precision", "recall"], "resolution_scales": [1.0, 2.0]},
 }
-ALL_STAGES = {"prepare", "classifier", "teacher", "train", "distill", "evaluate", "resolution", "report"}
+ALL_STAGES = {"prepare", "classifier", "models", "evaluate", "resolution", "report"}
 COPY = ["dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignore", "noctcm", "configs", "settings.ini"]
 
 
@@ -138,15 +139,14 @@ def _check_up_to_date_then_only_downstream_reruns(work):
     params = yaml.safe_load((work / "params.yaml").read_text())
     original = (work / "params.yaml").read_text()
     cases = [  # knob -> the stages that read it (`--dry` cannot know that their outputs will change downstream)
-        (("training", "tangent_c", 0.2), {"train", "distill"}),
-        (("teacher", "lr", 1e-3), {"teacher"}),
-        (("training", "objective", "ect"), {"train"}),
-        (("distillation", "method", "scd"), {"distill"}),
+        (("training", "tangent_c", 0.2), {"models"}),   # within `models`, each run's guard decides which runs retrain
+        (("teacher", "lr", 1e-3), {"models"}),
+        (("distillation", "method", "scd"), {"models"}),
         (("sampling", "t_mid", [1.0]), {"evaluate", "resolution", "report"}),
         (("evaluation", "classifier_steps", 11), {"classifier"}),
         (("evaluation", "resolution_classifier_steps", 12), {"resolution"}),
         (("evaluation", "resolution_scales", [1.0, 1.5]), {"resolution"}),
-        (("data", "resolutions", [8]), {"prepare", "teacher", "train", "distill"}),
+        (("data", "resolutions", [8]), {"prepare", "models"}),
     ]
     try:
         for (section, key, value), want in cases:
@@ -158,20 +158,43 @@ def _check_up_to_date_then_only_downstream_reruns(work):
     assert "up to date" in _run([BIN / "dvc", "status"], work).stdout
 
 
+def _guard_lines(log: str) -> dict:
+    "{run: 'resuming' | 'afresh: <reason>'} from the guard's log lines of one `models` stage run."
+    out = {}
+    for run, what in re.findall(r"\[guard\] models/(\w+): (.*)", log):
+        out[run] = "resuming" if what.startswith("resuming") else what
+    return out
+
+
 def _check_changed_param_reruns_downstream_without_resuming_stale_run(work):
-    """training.lr changed: exactly train, evaluate and report rerun (distill reads distillation.lr); persist: true kept
-    models/train, so the guard must restart it instead of resuming the old run."""
+    """training.lr changed: `models` and the stages below rerun; inside `models` only the train run restarts (the
+    teacher reads teacher.lr, distill distillation.lr: both find their finished checkpoints untouched), and persist:
+    true kept models/train, so the guard must restart it instead of resuming the old run. Then teacher.lr changed:
+    the teacher restarts, and so does distill, whose own settings did not change but whose teacher did."""
     original = (work / "params.yaml").read_text()
     params = yaml.safe_load(original)
+    digest = lambda run: hashlib.sha256((work / "models" / run / "checkpoint.pt").read_bytes()).hexdigest()
     try:
+        before = {run: digest(run) for run in ("teacher", "train", "distill")}
         (work / "params.yaml").write_text(yaml.safe_dump(_merge(params, {"training": {"lr": 1e-3}}), sort_keys=False))
         out = _run([BIN / "dvc", "repro"], work)
         log = out.stdout + out.stderr
-        assert set(re.findall(r"Running stage '([^']+)'", out.stdout)) == {"train", "evaluate", "resolution", "report"}, out.stdout
-        assert "starting afresh, training.lr changed" in log, log[-3000:]
+        assert set(re.findall(r"Running stage '([^']+)'", out.stdout)) == {"models", "evaluate", "resolution", "report"}, out.stdout
+        guard = _guard_lines(log)
+        assert guard["teacher"] == guard["distill"] == "resuming", guard
+        assert "starting afresh, training.lr changed" in guard["train"], log[-3000:]
+        assert digest("teacher") == before["teacher"] and digest("distill") == before["distill"]
         import torch
         ck = torch.load(work / "models" / "train" / "checkpoint.pt", map_location="cpu", weights_only=False)
         assert ck["config"]["training"]["lr"] == 1e-3 and ck["step"] == TINY["training"]["steps"]
         assert ck["history"][0]["step"] <= 1, "the history must start from scratch, not from the old run"
+        (work / "params.yaml").write_text(yaml.safe_dump(_merge(params, {"training": {"lr": 1e-3}, "teacher": {"lr": 1e-3}}),
+                                          sort_keys=False))
+        out = _run([BIN / "dvc", "repro", "models"], work)
+        guard = _guard_lines(out.stdout + out.stderr)
+        assert "teacher.lr" not in guard["teacher"] and "training.lr changed" in guard["teacher"], guard   # teacher.lr folds into training.lr
+        assert "its teacher changed" in guard["distill"] and guard["train"] == "resuming", guard
+        ck = torch.load(work / "models" / "distill" / "checkpoint.pt", map_location="cpu", weights_only=False)
+        assert ck["teacher"]["sha256"] == digest("teacher") and ck["step"] == TINY["distillation"]["steps"]
     finally:
         (work / "params.yaml").write_text(original)

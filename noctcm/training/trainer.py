@@ -418,8 +418,10 @@ class ConsistencyTrainer:
         path = self._teacher_path(teacher_checkpoint)
         if path is None: return None
         from noctcm.training.distillation import load_teacher
+        from noctcm.data.datasets import sha256_file
         teacher = load_teacher(path, device=self.device)
         teacher.path = path
+        teacher.sha256 = sha256_file(path)   # saved in the checkpoint: the pipeline's guard restarts a run whose teacher changed
         return teacher
 
     def _init_from_teacher(self):
@@ -452,6 +454,8 @@ class ConsistencyTrainer:
             "data_state": self.sampler.state_dict(), "history": list(self.history),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "world_size": self.world_size, "log_window": list(self._window),
+            "teacher": ({"path": str(self.teacher.path), "sha256": self.teacher.sha256}
+                        if getattr(self.teacher, "sha256", None) else None),
         }
 
     def load(self, path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import math
@@ -27,11 +28,13 @@ from .utils.helpers import atomic_write_bytes, atomic_write_text, image_grid, lo
 
 # %% auto 0
 __all__ = ['MODEL_STAGES', 'RESUME_SAFE_KEYS', 'HISTORY_FILES', 'LOSS_KEYS', 'MODEL_CHAINS', 'SECTIONS', 'stage_dir',
-           'stage_checkpoint', 'resolution_sizes', 'resize_images', 'real_images', 'resolution_stage', 'stale_reason',
-           'teacher_changed', 'guard_run_dir', 'read_history', 'loss_series', 'write_csv', 'plot_loss_curves',
-           'plot_image_rows', 'plot_metric_vs_steps', 'sampling_trajectory', 'list_snapshots', 'select_snapshot',
-           'train_stage', 'classifier_stage', 'stage_command', 'run_chains', 'models_stage', 'evaluate_stage',
-           'summarize', 'fno_resolutions', 'report_stage', 'repo_root', 'as_list', 'notebook_config', 'main']
+           'stage_checkpoint', 'resolution_sizes', 'resize_images', 'real_images', 'resolution_classifier_meta',
+           'classifier_sizes', 'matching_classifier', 'train_resolution_classifiers', 'resolution_stage',
+           'stale_reason', 'teacher_changed', 'guard_run_dir', 'read_history', 'loss_series', 'write_csv',
+           'plot_loss_curves', 'plot_image_rows', 'plot_metric_vs_steps', 'sampling_trajectory', 'list_snapshots',
+           'select_snapshot', 'train_stage', 'classifier_stage', 'stage_command', 'run_chains', 'models_stage',
+           'evaluate_stage', 'summarize', 'fno_resolutions', 'report_stage', 'repo_root', 'as_list', 'notebook_config',
+           'main']
 
 # %% ../nbs/17_report.ipynb
 MODEL_STAGES = ("teacher", "train", "distill")
@@ -76,11 +79,67 @@ def real_images(cfg, split: str, size: int):
     return ds.images, ds.labels
 
 # %% ../nbs/17_report.ipynb
+def resolution_classifier_meta(cfg, size: int, train_images) -> dict:
+    """What the judge-(b) classifier at `size` is trained from: saved in its file, and a file is reused only when this
+    matches (dataset, size, `evaluation.resolution_classifier_steps`, `training.seed`, the real images' sha256)."""
+    return {"dataset": str(cfg.data.name), "resolution": int(size), "steps": int(cfg.evaluation.resolution_classifier_steps),
+            "seed": int(cfg.training.seed),
+            "images_sha256": hashlib.sha256(torch.as_tensor(train_images).contiguous().numpy().tobytes()).hexdigest()}
+
+def classifier_sizes(cfg) -> list:
+    """The sizes the `resolution` stage needs a judge-(b) classifier at: every size of `resolution_sizes` except the
+    training one that the model can sample at (`min_resolution` of the backbone `model.*` builds); none unless the
+    features are the domain classifier's."""
+    from noctcm.generate import resolve_feature_extractor
+    from noctcm.models.consistency_model import build_model
+    if resolve_feature_extractor(cfg) != "domain": return []
+    R0 = int(cfg.data.resolution)
+    min_size = build_model(cfg).min_resolution or 0
+    return [R for _, R in resolution_sizes(cfg) if R != R0 and R >= min_size]
+
+def matching_classifier(path, meta: dict):
+    "The classifier saved at `path` when it exists, loads and was trained from `meta`; otherwise None."
+    from noctcm.utils import metrics as M
+    path = pathlib.Path(path)
+    if not path.is_file(): return None
+    try: clf = M.load_classifier(path)
+    except NoctcmError: return None
+    return clf if all(clf.meta.get(k) == v for k, v in meta.items()) else None
+
+def train_resolution_classifiers(cfg, classifier_dir="models/resolution", progress: bool = True) -> list:
+    """Train the judge-(b) classifiers (`classifier_<R>px.pt` for R in `classifier_sizes`) into `classifier_dir`,
+    skipping files already trained from the same settings and deleting files of sizes no longer needed. They depend
+    on real data only, so the `models` stage trains them beside the consistency models (on the core the `train` run
+    leaves free) and the `resolution` stage loads them. Returns the paths."""
+    from noctcm.utils import metrics as M
+    say = (lambda *a: print("[classifiers]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
+    classifier_dir = pathlib.Path(classifier_dir)
+    classifier_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for R in classifier_sizes(cfg):
+        path = classifier_dir / f"classifier_{R}px.pt"
+        train_R, labels_R = real_images(cfg, "train", R)
+        meta = resolution_classifier_meta(cfg, R, train_R)
+        if matching_classifier(path, meta) is None:
+            test_R, test_labels_R = real_images(cfg, "test", R)
+            clf, acc = M.train_domain_classifier(train_R, labels_R, steps=meta["steps"], seed=meta["seed"],
+                                                 test_images=test_R, test_labels=test_labels_R)
+            M.save_classifier(clf, path, test_accuracy=float(acc), **meta)
+            say(f"{R}px classifier: test accuracy {acc:.4f} -> {path}")
+        else: say(f"{R}px classifier: up to date ({path})")
+        paths.append(path)
+    for stale in set(classifier_dir.glob("classifier_*px.pt")) - set(paths): stale.unlink()
+    return paths
+
+
+# %% ../nbs/17_report.ipynb
 def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/resolution", classifier_dir="models/resolution",
                      selection="results/selection.json", stages: Sequence[str] = ("train", "distill"),
                      progress: bool = True, reuse_classifiers: bool = False) -> dict:
     """Sample every consistency model at several sizes and score it with judges (a) and (b) (see above); write JSON +
-    figure. `reuse_classifiers`: load `classifier_<R>px.pt` from `classifier_dir` when present (ablation runs sharing them)."""
+    figure. The judge-(b) classifiers come from `classifier_dir` when trained from the same settings (the `models`
+    stage trains them), else are trained here; `reuse_classifiers`: load any `classifier_<R>px.pt` present (ablation
+    runs sharing them)."""
     from noctcm.generate import resolve_feature_extractor
     from noctcm.utils import metrics as M
     from noctcm.utils.helpers import get_device
@@ -136,13 +195,14 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
         clf = base_clf
         if domain and R != R0:
             path = classifier_dir / f"classifier_{R}px.pt"
-            if reuse_classifiers and path.is_file():
-                clf = M.load_classifier(path)
+            meta = resolution_classifier_meta(cfg, R, train_R)
+            clf = M.load_classifier(path) if reuse_classifiers and path.is_file() else matching_classifier(path, meta)
+            if clf is not None: say(f"{R}px classifier: {path} (test accuracy {clf.test_accuracy})")
             else:
-                clf, acc = M.train_domain_classifier(train_R, labels_R, steps=int(ev.resolution_classifier_steps), seed=int(cfg.training.seed),
+                clf, acc = M.train_domain_classifier(train_R, labels_R, steps=meta["steps"], seed=meta["seed"],
                                                      test_images=test_R, test_labels=test_labels_R)
-                M.save_classifier(clf, path, dataset=str(cfg.data.name), resolution=int(R), test_accuracy=float(acc))
-                say(f"{R}px classifier: test accuracy {acc:.4f}")
+                M.save_classifier(clf, path, test_accuracy=float(acc), **meta)
+                say(f"{R}px classifier: trained here (no up-to-date {path}), test accuracy {acc:.4f}")
             res.setdefault("classifier_accuracy", {})[tag] = float(getattr(clf, "test_accuracy", float("nan")))
         idx = torch.randperm(len(test_R), generator=torch.Generator().manual_seed(seed))[:n].sort().values
         res["real"][tag] = {"size": R, "fd_b": fd(test_R[idx], train_R, clf)}
@@ -451,10 +511,15 @@ def classifier_stage(cfg, out=None, metrics_out="results/classifier.json", progr
     return info
 
 # %% ../nbs/17_report.ipynb
-MODEL_CHAINS = (("teacher", "distill"), ("train",))   # a chain runs in order; chains are independent
+MODEL_CHAINS = (("teacher", "distill"), ("train", "resolution_classifiers"))   # a chain runs in order; chains are independent
 
 def stage_command(stage: str, config_files: Sequence = ("params.yaml",), overrides: Sequence = (), models_dir="models") -> list:
-    "The `python -m noctcm.report train` command line of training stage `stage` (distill reads `models_dir/teacher`)."
+    """The command line of run `stage` of the `models` stage: `python -m noctcm.report train` for a training stage
+    (distill reads `models_dir/teacher`), `... resolution-classifiers` into `models_dir/resolution` otherwise."""
+    if stage == "resolution_classifiers":
+        cmd = [sys.executable, "-m", "noctcm.report", "resolution-classifiers", "--out", str(pathlib.Path(models_dir) / "resolution")]
+        for f in config_files: cmd += ["--config", str(f)]
+        return cmd + [str(o) for o in overrides]
     cmd = [sys.executable, "-m", "noctcm.report", "train", "--stage", stage, "--out", str(pathlib.Path(models_dir) / stage)]
     for f in config_files: cmd += ["--config", str(f)]
     if stage == "distill": cmd += ["--teacher_checkpoint", str(pathlib.Path(models_dir) / "teacher" / "checkpoint.pt")]
@@ -505,8 +570,8 @@ def run_chains(chains: Sequence, jobs: int = 2, names: Sequence | None = None, p
     return rc
 
 def models_stage(config_files: Sequence = ("params.yaml",), overrides: Sequence = (), jobs: int = 2, models_dir=None) -> int:
-    """The `models` stage: teacher → distill and train (`MODEL_CHAINS`), each run a `python -m noctcm.report train`
-    process, `jobs` at a time. The config is validated here first, so a bad knob is one error line, not one per run."""
+    """The `models` stage: teacher → distill and train → resolution classifiers (`MODEL_CHAINS`), each run its own
+    process (`stage_command`), `jobs` at a time. The config is validated here first, so a bad knob is one error line, not one per run."""
     cfg = load_config(list(config_files), list(overrides))
     for st in MODEL_STAGES: stage_config(cfg, st)
     models_dir = pathlib.Path(models_dir or cfg.paths.models)
@@ -740,9 +805,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="run directory (default paths.models/<stage>)")
     t.add_argument("--teacher_checkpoint", default=None, help="distill: default distillation.teacher_checkpoint")
     t.add_argument("--progress", action="store_true", help="show the tqdm bar")
-    m = common(sub.add_parser("models", help="the three training runs: teacher -> distill and train, in parallel processes"))
+    m = common(sub.add_parser("models", help="the three training runs and the resolution classifiers: teacher -> distill || train -> classifiers"))
     m.add_argument("--out", default=None, help="models directory (default paths.models)")
     m.add_argument("--jobs", type=int, default=2, help="chains (processes) at once; 1 = one run after another")
+    k = common(sub.add_parser("resolution-classifiers", help="train the resolution stage's judge-(b) classifiers (training.num_threads threads)"))
+    k.add_argument("--out", default="models/resolution", help="directory of classifier_<R>px.pt")
     c = common(sub.add_parser("classifier", help="train the domain classifier"))
     c.add_argument("--out", default=None); c.add_argument("--metrics", default="results/classifier.json")
     e = common(sub.add_parser("evaluate", help="select snapshots, sample and score every model"))
@@ -769,6 +836,9 @@ def main(argv=None) -> int:
             print(train_stage(cfg, args.stage, args.out, args.teacher_checkpoint, progress=args.progress))
         elif args.cmd == "models":
             return models_stage(args.config or ["params.yaml"], args.overrides, jobs=args.jobs, models_dir=args.out)
+        elif args.cmd == "resolution-classifiers":
+            if int(cfg.training.num_threads) > 0: torch.set_num_threads(int(cfg.training.num_threads))
+            train_resolution_classifiers(cfg, args.out)
         elif args.cmd == "classifier":
             info = classifier_stage(cfg, args.out, args.metrics)
             print(f"domain classifier test accuracy: {info['test_accuracy']:.4f}")

@@ -109,6 +109,11 @@ def _check_every_stage_ran(work, repro):
         if p.endswith(".png"): assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p
     for p in ("train_1step.png", "train_2step.png", "distill_1step.png", "distill_2step.png", "teacher_heun2.png"):
         assert (work / "results" / "samples" / p).is_file(), p
+    # the judge-(b) classifier (16 px = 2x) is trained in the models stage and loaded, not retrained, by resolution
+    log = repro.stdout + repro.stderr
+    assert "[classifiers] 16px classifier: test accuracy" in log, log[-3000:]
+    assert re.search(r"\[resolution\] 16px classifier: \S*classifier_16px.pt \(test accuracy", log), log[-3000:]
+    assert "trained here" not in log, log[-3000:]
 
 
 def _check_metrics_file(work):
@@ -144,8 +149,8 @@ def _check_up_to_date_then_only_downstream_reruns(work):
         (("distillation", "method", "scd"), {"models"}),
         (("sampling", "t_mid", [1.0]), {"evaluate", "resolution", "report"}),
         (("evaluation", "classifier_steps", 11), {"classifier"}),
-        (("evaluation", "resolution_classifier_steps", 12), {"resolution"}),
-        (("evaluation", "resolution_scales", [1.0, 1.5]), {"resolution"}),
+        (("evaluation", "resolution_classifier_steps", 12), {"models", "resolution"}),   # models trains the classifiers
+        (("evaluation", "resolution_scales", [1.0, 1.5]), {"models", "resolution"}),
         (("data", "resolutions", [8]), {"prepare", "models"}),
     ]
     try:
@@ -183,6 +188,7 @@ def _check_changed_param_reruns_downstream_without_resuming_stale_run(work):
         guard = _guard_lines(log)
         assert guard["teacher"] == guard["distill"] == "resuming", guard
         assert "starting afresh, training.lr changed" in guard["train"], log[-3000:]
+        assert "[classifiers] 16px classifier: up to date" in log, log[-3000:]
         assert digest("teacher") == before["teacher"] and digest("distill") == before["distill"]
         import torch
         ck = torch.load(work / "models" / "train" / "checkpoint.pt", map_location="cpu", weights_only=False)

@@ -29,12 +29,12 @@ from .utils.helpers import atomic_write_bytes, atomic_write_text, image_grid, lo
 # %% auto 0
 __all__ = ['MODEL_STAGES', 'RESUME_SAFE_KEYS', 'HISTORY_FILES', 'LOSS_KEYS', 'MODEL_CHAINS', 'SECTIONS', 'stage_dir',
            'stage_checkpoint', 'resolution_sizes', 'resize_images', 'real_images', 'resolution_classifier_meta',
-           'classifier_sizes', 'matching_classifier', 'train_resolution_classifiers', 'resolution_stage',
-           'stale_reason', 'teacher_changed', 'guard_run_dir', 'read_history', 'loss_series', 'write_csv',
-           'plot_loss_curves', 'plot_image_rows', 'plot_metric_vs_steps', 'sampling_trajectory', 'list_snapshots',
-           'select_snapshot', 'train_stage', 'classifier_stage', 'stage_command', 'run_chains', 'models_stage',
-           'evaluate_stage', 'summarize', 'fno_resolutions', 'report_stage', 'repo_root', 'as_list', 'notebook_config',
-           'main']
+           'classifier_sizes', 'matching_classifier', 'resolution_classifier', 'train_resolution_classifiers',
+           'resolution_stage', 'stale_reason', 'teacher_changed', 'guard_run_dir', 'read_history', 'loss_series',
+           'write_csv', 'plot_loss_curves', 'plot_image_rows', 'plot_metric_vs_steps', 'sampling_trajectory',
+           'list_snapshots', 'select_snapshot', 'train_stage', 'classifier_stage', 'stage_command', 'run_chains',
+           'models_stage', 'evaluate_stage', 'summarize', 'fno_resolutions', 'report_stage', 'repo_root', 'as_list',
+           'notebook_config', 'main']
 
 # %% ../nbs/17_report.ipynb
 MODEL_STAGES = ("teacher", "train", "distill")
@@ -106,27 +106,33 @@ def matching_classifier(path, meta: dict):
     except NoctcmError: return None
     return clf if all(clf.meta.get(k) == v for k, v in meta.items()) else None
 
+def resolution_classifier(cfg, size: int, path, train_images, train_labels, test=None, reuse_any: bool = False):
+    """`(classifier, test accuracy or None)`: the judge-(b) classifier at `size` from `path` when it was trained from
+    the same settings (`reuse_any`: whatever `path` holds), else trained on the real images and saved there with its
+    `resolution_classifier_meta` (then the accuracy on `test` = (images, labels), default the real test split)."""
+    from noctcm.utils import metrics as M
+    meta = resolution_classifier_meta(cfg, size, train_images)
+    clf = M.load_classifier(path) if reuse_any and pathlib.Path(path).is_file() else matching_classifier(path, meta)
+    if clf is not None: return clf, None
+    test_images, test_labels = test if test is not None else real_images(cfg, "test", size)
+    clf, acc = M.train_domain_classifier(train_images, train_labels, steps=meta["steps"], seed=meta["seed"],
+                                         test_images=test_images, test_labels=test_labels)
+    M.save_classifier(clf, path, test_accuracy=float(acc), **meta)
+    return clf, float(acc)
+
 def train_resolution_classifiers(cfg, classifier_dir="models/resolution", progress: bool = True) -> list:
     """Train the judge-(b) classifiers (`classifier_<R>px.pt` for R in `classifier_sizes`) into `classifier_dir`,
     skipping files already trained from the same settings and deleting files of sizes no longer needed. They depend
     on real data only, so the `models` stage trains them beside the consistency models (on the core the `train` run
     leaves free) and the `resolution` stage loads them. Returns the paths."""
-    from noctcm.utils import metrics as M
     say = (lambda *a: print("[classifiers]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
     classifier_dir = pathlib.Path(classifier_dir)
     classifier_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for R in classifier_sizes(cfg):
         path = classifier_dir / f"classifier_{R}px.pt"
-        train_R, labels_R = real_images(cfg, "train", R)
-        meta = resolution_classifier_meta(cfg, R, train_R)
-        if matching_classifier(path, meta) is None:
-            test_R, test_labels_R = real_images(cfg, "test", R)
-            clf, acc = M.train_domain_classifier(train_R, labels_R, steps=meta["steps"], seed=meta["seed"],
-                                                 test_images=test_R, test_labels=test_labels_R)
-            M.save_classifier(clf, path, test_accuracy=float(acc), **meta)
-            say(f"{R}px classifier: test accuracy {acc:.4f} -> {path}")
-        else: say(f"{R}px classifier: up to date ({path})")
+        _, acc = resolution_classifier(cfg, R, path, *real_images(cfg, "train", R))
+        say(f"{R}px classifier: up to date ({path})" if acc is None else f"{R}px classifier: test accuracy {acc:.4f} -> {path}")
         paths.append(path)
     for stale in set(classifier_dir.glob("classifier_*px.pt")) - set(paths): stale.unlink()
     return paths
@@ -195,14 +201,9 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
         clf = base_clf
         if domain and R != R0:
             path = classifier_dir / f"classifier_{R}px.pt"
-            meta = resolution_classifier_meta(cfg, R, train_R)
-            clf = M.load_classifier(path) if reuse_classifiers and path.is_file() else matching_classifier(path, meta)
-            if clf is not None: say(f"{R}px classifier: {path} (test accuracy {clf.test_accuracy})")
-            else:
-                clf, acc = M.train_domain_classifier(train_R, labels_R, steps=meta["steps"], seed=meta["seed"],
-                                                     test_images=test_R, test_labels=test_labels_R)
-                M.save_classifier(clf, path, test_accuracy=float(acc), **meta)
-                say(f"{R}px classifier: trained here (no up-to-date {path}), test accuracy {acc:.4f}")
+            clf, acc = resolution_classifier(cfg, R, path, train_R, labels_R, (test_R, test_labels_R), reuse_any=reuse_classifiers)
+            say(f"{R}px classifier: {path} (test accuracy {clf.test_accuracy})" if acc is None else
+                f"{R}px classifier: trained here (no up-to-date {path}), test accuracy {acc:.4f}")
             res.setdefault("classifier_accuracy", {})[tag] = float(getattr(clf, "test_accuracy", float("nan")))
         idx = torch.randperm(len(test_R), generator=torch.Generator().manual_seed(seed))[:n].sort().values
         res["real"][tag] = {"size": R, "fd_b": fd(test_R[idx], train_R, clf)}
@@ -516,14 +517,12 @@ MODEL_CHAINS = (("teacher", "distill"), ("train", "resolution_classifiers"))   #
 def stage_command(stage: str, config_files: Sequence = ("params.yaml",), overrides: Sequence = (), models_dir="models") -> list:
     """The command line of run `stage` of the `models` stage: `python -m noctcm.report train` for a training stage
     (distill reads `models_dir/teacher`), `... resolution-classifiers` into `models_dir/resolution` otherwise."""
-    if stage == "resolution_classifiers":
-        cmd = [sys.executable, "-m", "noctcm.report", "resolution-classifiers", "--out", str(pathlib.Path(models_dir) / "resolution")]
-        for f in config_files: cmd += ["--config", str(f)]
-        return cmd + [str(o) for o in overrides]
-    cmd = [sys.executable, "-m", "noctcm.report", "train", "--stage", stage, "--out", str(pathlib.Path(models_dir) / stage)]
-    for f in config_files: cmd += ["--config", str(f)]
-    if stage == "distill": cmd += ["--teacher_checkpoint", str(pathlib.Path(models_dir) / "teacher" / "checkpoint.pt")]
-    return cmd + [str(o) for o in overrides]
+    models_dir = pathlib.Path(models_dir)
+    if stage == "resolution_classifiers": args = ["resolution-classifiers", "--out", str(models_dir / "resolution")]
+    else: args = ["train", "--stage", stage, "--out", str(models_dir / stage)]
+    for f in config_files: args += ["--config", str(f)]
+    if stage == "distill": args += ["--teacher_checkpoint", str(models_dir / "teacher" / "checkpoint.pt")]
+    return [sys.executable, "-m", "noctcm.report", *args, *map(str, overrides)]
 
 class _Stop(Exception): pass
 
@@ -535,13 +534,13 @@ def run_chains(chains: Sequence, jobs: int = 2, names: Sequence | None = None, p
     and is returned (0 when all succeed). `names` (parallel to `chains`, lists of names) label the log lines."""
     import signal
     import subprocess
+    import threading
     if int(jobs) < 1: raise ConfigError(f"--jobs: must be >= 1; got {jobs}")
     todo = [list(c) for c in chains]
     labels = [list(n) for n in names] if names is not None else [[" ".join(map(str, c))[:60] for c in ch] for ch in chains]
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     running, rc = {}, 0                       # chain index -> (Popen, label, start time)
-    main_thread = __import__("threading").current_thread() is __import__("threading").main_thread()
-    old = signal.signal(signal.SIGTERM, _raise_stop) if main_thread else None
+    old = signal.signal(signal.SIGTERM, _raise_stop) if threading.current_thread() is threading.main_thread() else None
     try:
         while rc == 0 and (running or any(todo)):
             for i in range(len(todo)):

@@ -15,11 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 # %% auto 0
-__all__ = ['CHOICES', 'LIST_CHOICES', 'RANGES', 'STAGES', 'DataConfig', 'ModelConfig', 'TrainingConfig', 'TeacherConfig',
-           'DistillationConfig', 'SamplingConfig', 'EvaluationConfig', 'PathsConfig', 'Config', 'NoctcmError',
-           'ArgumentError', 'ConfigError', 'error_line', 'run_main', 'validate', 'default_config', 'merge_config',
-           'parse_overrides', 'preset_dirs', 'list_presets', 'preset_path', 'load_config', 'to_dict', 'from_dict',
-           'dump_config', 'stage_config']
+__all__ = ['CHOICES', 'LIST_CHOICES', 'RANGES', 'LEGACY_KEYS', 'STAGES', 'DataConfig', 'ModelConfig', 'TrainingConfig',
+           'TeacherConfig', 'DistillationConfig', 'SamplingConfig', 'EvaluationConfig', 'PathsConfig', 'Config',
+           'NoctcmError', 'ArgumentError', 'ConfigError', 'error_line', 'run_main', 'validate', 'default_config',
+           'merge_config', 'parse_overrides', 'preset_dirs', 'list_presets', 'preset_path', 'load_config', 'to_dict',
+           'from_dict', 'dump_config', 'stage_config']
 
 # %% ../nbs/00_config.ipynb
 @dataclass
@@ -50,7 +50,7 @@ class ModelConfig:
     double_norm: bool = True
     two_time: bool = False
     weight_head_channels: int = 128
-    conv_kernel: str = "physical" # pixel | physical (3x3 kernels defined in units of the construction grid)
+    grid_rule: str = "multigrid"  # multigrid | native: how the U-Net runs on other grids (noctcm.models.unet)
     noise: str = "white"          # white | grf (nested Matern random field) | band (flat, band-limited field); noctcm.noise
     noise_length: float = 0.0625  # grf: Matern length scale (unit square = the image)
     noise_nu: float = 1.0         # grf: Matern smoothness
@@ -163,7 +163,7 @@ CHOICES = {
     "data.name": ("digits", "cifar10", "folder", "toy2d"),
     "data.channels": (1, 3),
     "model.time_embedding": ("positional", "fourier"),
-    "model.conv_kernel": ("pixel", "physical"),
+    "model.grid_rule": ("multigrid", "native"),
     "model.noise": ("white", "grf", "band"),
     "training.objective": ("diffusion", "sct", "scd", "ect", "ict", "ctm"),
     "training.optimizer": ("adam", "radam"),
@@ -363,9 +363,24 @@ def to_dict(cfg) -> dict:
     "Plain nested dict (for checkpoints and JSON)."
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
 
+# keys of earlier versions, as they are read from checkpoints: old key -> (new key, {old value: new value})
+LEGACY_KEYS = {"model.conv_kernel": ("model.grid_rule", {"physical": "multigrid", "pixel": "native"})}
+
+def _renamed(d: dict) -> dict:
+    "A checkpoint's config dict with `LEGACY_KEYS` renamed (a copy; untouched sections are shared)."
+    d = dict(d)
+    for old, (new, values) in LEGACY_KEYS.items():
+        (sec, key), (new_sec, new_key) = old.split("."), new.split(".")
+        section = d.get(sec)
+        if isinstance(section, dict) and key in section:
+            value = section[key]
+            d[sec] = {k: v for k, v in section.items() if k != key}
+            d[new_sec] = {**d.get(new_sec, {}), new_key: values.get(value, value)}
+    return d
+
 def from_dict(d: dict) -> DictConfig:
-    "Rebuild a validated config from a plain dict (e.g. the one stored in a checkpoint)."
-    return validate(merge_config(default_config(), d, source="checkpoint config"))
+    "Rebuild a validated config from a plain dict (e.g. the one stored in a checkpoint; `LEGACY_KEYS` renamed)."
+    return validate(merge_config(default_config(), _renamed(d), source="checkpoint config"))
 
 def dump_config(cfg, path=None) -> str:
     "YAML text of a config (written to `path` if given)."

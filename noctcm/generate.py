@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from .config import SamplingConfig, from_dict, load_config, to_dict
-from .trigflow import SIGMA_D, add_noise, pf_ode_sampling, t_mids_for_steps
+from .grids import SamplingGrid
+from .trigflow import SIGMA_D, check_times, consistency_sampling, pf_ode_sampling, t_mids_for_steps
 from .utils.helpers import (atomic_write_bytes, atomic_write_text, get_device, load_checkpoint,
                                   save_image_grid, to_uint8)
 
@@ -99,44 +100,41 @@ def resolve_t_mids(num_steps: int, t_mid=None, t_max: float = math.pi / 2) -> tu
     "The k-1 intermediate times of `num_steps`-step sampling (t_mid None: the config default 1.1), checked decreasing."
     if t_mid is None: t_mid = SamplingConfig().t_mid
     if OmegaConf.is_config(t_mid): t_mid = OmegaConf.to_container(t_mid)
-    t_mids = t_mids_for_steps(num_steps, t_mid, t_max)
-    if not 0 < t_max <= math.pi / 2 + 1e-6: raise ValueError(f"t_max must be in (0, pi/2], got {t_max}")
-    prev = t_max
-    for tm in t_mids:
-        if not 0 < tm < prev:
-            raise ValueError(f"t_mid must decrease strictly inside (0, t_max={t_max:.4f}), got {list(t_mids)}")
-        prev = tm
-    return t_mids
+    return check_times(t_max, t_mids_for_steps(num_steps, t_mid, t_max))
+
+def _construction_size(model, R: int) -> int:
+    "The grid the model was built for (`model.resolution`; `R` for models that do not say)."
+    R0 = getattr(model, "resolution", None)
+    return int(R0) if isinstance(R0, (int, np.integer)) and not isinstance(R0, bool) else int(R)
 
 @torch.no_grad()
 def generate(model, num_samples: int, num_steps: int = 1, t_mid=None, t_max: float = math.pi / 2,
              resolution: int | None = None, seed: int = 0, batch_size: int = 256, device=None, progress: bool = True,
-             channels: int | None = None, start_index: int = 0, first_resolution: int | None = None) -> torch.Tensor:
+             channels: int | None = None, start_index: int = 0, lift: bool = False) -> torch.Tensor:
     """`num_samples` images `[N, C, R, R]` (float32, CPU) by `num_steps`-step consistency sampling of `model`
-    (`model(x_t, t)` = f(x_t, t)). Sample i uses the noise of (seed, start_index + i) whatever `batch_size`.
-    `first_resolution` (lift sampling): the first step runs at that size, its sample is resized bicubically to the
-    output size, and the later steps (re-noise to `t_mid`, denoise) run at the output size."""
+    (`model(x_t, t)` = f(x_t, t)). Sample i uses the noise of (seed, start_index + i) whatever `batch_size`, drawn on
+    the construction grid and carried to R (`SamplingGrid`). `lift`: the first step on the construction grid."""
     _check_counts(num_samples, batch_size)
     t_mids = resolve_t_mids(num_steps, t_mid, t_max)
     C, R = _model_image_shape(model, resolution, channels)
+    grid = SamplingGrid(_construction_size(model, R), R)
     dev = _model_device(model, device)
     sigma_d = float(getattr(model, "sigma_d", SIGMA_D))
     noise = getattr(model, "noise", None)
     dtype = next(iter(model.parameters()), torch.empty(0)).dtype
     out = torch.empty(num_samples, C, R, R, dtype=torch.float32)
+    R0 = grid.construction
     was_training = model.training
     model.eval()
     try:
         for a, b, idx in _batches(num_samples, batch_size, start_index, progress, f"sampling {num_steps}-step"):
-            R1 = R if first_resolution is None else int(first_resolution)
-            z = sample_noise(seed, idx, (C, R1, R1), 0, sigma_d, dtype, noise).to(dev)
-            x = model(z, torch.full((b - a,), float(t_max), dtype=dtype, device=dev))
-            if R1 != R:
-                x = torch.nn.functional.interpolate(x, size=(R, R), mode="bicubic", align_corners=False).clamp(-1, 1)
-            for j, tm in enumerate(t_mids, start=1):
-                zj = sample_noise(seed, idx, (C, R, R), j, sigma_d, dtype, noise).to(dev)
-                x = model(add_noise(x, zj, tm), torch.full((b - a,), tm, dtype=dtype, device=dev))
-            out[a:b] = x.float().cpu()
+            draw = lambda j: sample_noise(seed, idx, (C, R0, R0), j, sigma_d, dtype, noise).to(dev)
+            first = None
+            if lift and grid.run != R0:
+                first = grid.carry(model(draw(0), torch.full((b - a,), float(t_max), dtype=dtype, device=dev)))
+            x = consistency_sampling(model, grid.carry(draw(0)), float(t_max), t_mids,
+                                     renoise=lambda j: grid.carry(draw(j)), first=first)
+            out[a:b] = grid.present(x).float().cpu()
     finally:
         model.train(was_training)
     return out

@@ -216,7 +216,7 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
                 r[f"{k}step"] = dict(judge_a(x), fd_b=fd(to_uint8(x), train_R, clf))
                 r[f"bicubic_{k}step"] = {"fd_b": fd(to_uint8(resize_images(one_x[(st, k)], R, "bicubic")), train_R, clf)}
                 if k >= 2 and R == 2 * R0:   # lift: first step at the training size, the rest at R (same seeds)
-                    xl = _cm_samples(model, cfg, n, k, seed, dev, resolution=R, first_resolution=R0)
+                    xl = _cm_samples(model, cfg, n, k, seed, dev, resolution=R, lift=True)
                     r[f"lift_{k}step"] = dict(judge_a(xl), fd_b=fd(to_uint8(xl), train_R, clf))
                     if k == 2: lift_rows.append((st, scale, R, xl[:8]))
                 if k == 1: rows.append((st, scale, R, x[:8]))
@@ -608,11 +608,11 @@ class _Scorer:
         if self.classifier is not None: out.update(_numbers(self.M.classifier_confidence(images, self.classifier), "classifier_"))
         return _numbers(out)
 
-def _cm_samples(model, cfg, n, steps, seed, device, resolution=None, first_resolution=None):
+def _cm_samples(model, cfg, n, steps, seed, device, resolution=None, lift=False):
     from noctcm.generate import generate
     s = cfg.sampling
     return generate(model, n, int(steps), list(s.t_mid), float(s.t_max), resolution, int(seed),
-                    int(s.batch_size), device, False, first_resolution=first_resolution)
+                    int(s.batch_size), device, False, lift=lift)
 
 def _teacher_samples(model, cfg, n, seed, device, resolution=None):
     from noctcm.generate import generate_teacher

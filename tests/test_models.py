@@ -99,10 +99,11 @@ def test_unet_shapes(channels, res):
 def test_unet_runs_at_other_resolutions_and_rejects_bad_sizes():
     torch.manual_seed(0)
     net = randomise_(UNetModel(in_channels=3, model_channels=8, resolution=16))
-    for H, W in ((32, 32), (64, 64), (16, 32)):
+    for H, W in ((32, 32), (64, 64), (16, 32), (18, 18), (8, 8), (5, 7)):   # multigrid: any grid
         assert net(torch.randn(1, 3, H, W), torch.rand(1)).shape == (1, 3, H, W)
+    native = UNetModel(in_channels=3, model_channels=8, resolution=16, grid_rule="native")
     with pytest.raises(ValueError, match="divisible by 4"):
-        net(torch.randn(1, 3, 18, 18), torch.rand(1))
+        native(torch.randn(1, 3, 18, 18), torch.rand(1))
     with pytest.raises(ValueError):
         net(torch.randn(1, 1, 16, 16), torch.rand(1))       # wrong channel count
     with pytest.raises(ValueError):
@@ -259,8 +260,9 @@ def test_sample_shapes_and_determinism(steps):
     assert a.shape == (3, 1, 8, 8) and torch.isfinite(a).all()
     assert torch.equal(a, b) and not torch.allclose(a, c)
     assert m.sample(2, steps=steps, resolution=16, batch_size=1).shape == (2, 1, 16, 16)
+    assert m.sample(1, resolution=10).shape == (1, 1, 10, 10)             # any size (multigrid + resampling)
     with pytest.raises(ValueError):
-        m.sample(1, resolution=10)
+        m.sample(0)
 
 
 def test_sample_two_steps_matches_manual_recursion_and_respects_t_max():
@@ -338,15 +340,15 @@ def test_load_model_roundtrip_and_errors(tmp_path):
 @pytest.mark.parametrize("res,modes,mult,levels,bottleneck", [
     (16, 4, (1, 2, 2), (0, 1), True), (16, 2, (1, 2, 2), (0, 1), False), (32, 3, (1, 2), (1,), True),
     (32, 8, (1, 1, 2, 2), (0, 2), False), (16, 4, (1, 2, 2), (), False)])
-def test_min_resolution_is_tight(res, modes, mult, levels, bottleneck):
-    "The net runs at min_resolution (square) and raises a clear ValueError one down-sampling step below it."
+@pytest.mark.parametrize("rule", ["multigrid", "native"])
+def test_min_resolution_is_tight(res, modes, mult, levels, bottleneck, rule):
+    """The net runs at min_resolution (multigrid: any size; native: 2 pixels at the coarsest level, spectral layers
+    keeping the modes a coarse grid holds) and, native, raises a clear ValueError on a size the levels cannot halve."""
     net = UNetModel(model_channels=4, channel_mult=mult, fno_levels=levels, fno_bottleneck=bottleneck, fno_modes=modes,
-                    resolution=res, attention_resolutions=(), num_heads=1)
+                    resolution=res, attention_resolutions=(), num_heads=1, grid_rule=rule)
     r, k = net.min_resolution, 2 ** (len(mult) - 1)
-    assert r % k == 0 and r <= res
+    assert r == (1 if rule == "multigrid" else 2 * k)
     assert net(torch.randn(1, 1, r, r), torch.rand(1)).shape == (1, 1, r, r)
-    if r - k >= k:
-        with pytest.raises(ValueError, match="smaller than"):
-            net(torch.randn(1, 1, r - k, r - k), torch.rand(1))
-    if not levels and not bottleneck:
-        assert r == k
+    if rule == "native" and k > 1:
+        with pytest.raises(ValueError, match=f"divisible by {k}"):
+            net(torch.randn(1, 1, r + 1, r + 1), torch.rand(1))

@@ -10,26 +10,31 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from noctcm.models.neural_operators import FourierConvBlock, SpectralConv2d, fourier_resample, group_count
+from noctcm.grids import fourier_resample, fourier_shift
+from noctcm.models.neural_operators import FourierConvBlock, SpectralConv2d, group_count, refined_conv, refined_group_norm
 
 torch.set_num_threads(1)
 F64 = torch.float64
 
 
 def naive(x, R, m1, m2, output_size=None):
-    "Per-mode Python loop on np.fft.fft2; y = Re ifft2(c * Y) with c=1 on self-mirrored columns, 2 on the others."
+    """Per-mode Python loop on np.fft.fft2 over the signed frequencies |k1| <= m1-1, 0 <= k2 < m2 that both grids hold
+    strictly below their Nyquist frequency; y = Re ifft2(c * Y), c = 1 on column 0 and 2 on the others."""
     x = np.asarray(x, dtype=np.float64)
     B, _, H, W = x.shape
     H2, W2 = output_size or (H, W)
     Xf = np.fft.fft2(x) / (H * W)
     Yf = np.zeros((B, R.shape[-1], H2, W2), dtype=complex)
-    for blk in range(2):
-        for r in range(m1):
-            k1 = r if blk == 0 else r - m1
-            for k2 in range(m2):
-                for o in range(R.shape[-1]):
-                    Yf[:, o, k1 % H2, k2] = sum(Xf[:, i, k1 % H, k2] * R[blk, r, k2, i, o] for i in range(R.shape[-2]))
-    c = np.where((np.arange(W2) == 0) | (2 * np.arange(W2) == W2), 1.0, 2.0)
+    for r in range(2 * m1 - 1):
+        k1 = r if r < m1 else r - (2 * m1 - 1)
+        if 2 * abs(k1) >= min(H, H2):
+            continue
+        for k2 in range(m2):
+            if 2 * k2 >= min(W, W2):
+                continue
+            for o in range(R.shape[-1]):
+                Yf[:, o, k1 % H2, k2] = sum(Xf[:, i, k1 % H, k2] * R[r, k2, i, o] for i in range(R.shape[-2]))
+    c = np.where(np.arange(W2) == 0, 1.0, 2.0)
     return np.real(np.fft.ifft2(Yf * c) * (H2 * W2))
 
 
@@ -38,11 +43,11 @@ def einsum_ref(x, R, m1, m2):
     B, Ci, H, W = x.shape
     Co = R.shape[-1]
     full = torch.zeros(H, W, Ci, Co, dtype=torch.complex128)
-    k2 = torch.arange(m2)
-    full[:m1, :m2] = R[0]
-    full[H - m1:, :m2] = R[1]
-    weight_c = torch.where((k2 == 0) | (2 * k2 == W), 1.0, 2.0).to(torch.complex128)
-    full[:, :m2] *= weight_c.view(1, m2, 1, 1)
+    for r in range(2 * m1 - 1):
+        k1 = r if r < m1 else r - (2 * m1 - 1)
+        for k2 in range(m2):
+            if 2 * abs(k1) < H and 2 * k2 < W:
+                full[k1 % H, k2] = R[r, k2] * (1.0 if k2 == 0 else 2.0)
     Xf = torch.fft.fft2(x.to(F64)) / (H * W)
     Yf = torch.einsum("bihw,hwio->bohw", Xf, full)
     return (torch.fft.ifft2(Yf) * (H * W)).real
@@ -60,8 +65,7 @@ MODES = [(1, 1), (2, 3), (3, 4), (3, 1)]
 @pytest.mark.parametrize("m1,m2", MODES)
 @pytest.mark.parametrize("cin,cout", [(1, 1), (3, 2), (2, 5)])
 def test_matches_independent_references(H, W, m1, m2, cin, cout):
-    if H < 2 * m1 or W // 2 + 1 < m2:
-        pytest.skip("grid too small for these modes")
+    "Every grid, including those too coarse for some of the modes (they keep the ones they hold)."
     torch.manual_seed(H * 100 + W)
     conv = SpectralConv2d(cin, cout, m1, m2).double()
     x = rand(2, cin, H, W, seed=H + W)
@@ -130,20 +134,21 @@ def test_shift_equivariance(s1, s2, H, W):
                                atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("H,W", [(8, 8), (6, 9), (4, 4), (10, 3)])
-def test_identity_weights_reproduce_input(H, W):
+@pytest.mark.parametrize("H,W", [(8, 8), (6, 9), (4, 4), (10, 3), (7, 5)])
+def test_identity_weights_reproduce_input_without_nyquist_content(H, W):
+    "All modes a grid holds, identity weights: any input whose spectrum vanishes at the Nyquist frequencies."
     C = 3
-    conv = SpectralConv2d(C, C, H // 2, W // 2 + 1).double()
+    conv = SpectralConv2d(C, C, (H + 1) // 2, (W + 1) // 2).double()
     with torch.no_grad():
         conv.weight.zero_()
         conv.weight[..., 0] += torch.eye(C, dtype=F64)
-    x = rand(2, C, H, W, seed=H * W)
+    x = fourier_resample(rand(2, C, H - 1 + H % 2, W - 1 + W % 2, seed=H * W), (H, W))
     torch.testing.assert_close(conv(x), x, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("m1,m2", [(1, 1), (2, 2), (3, 2)])
 def test_truncation_is_hand_low_pass(m1, m2):
-    "Identity weights on fewer modes = explicit DFT low-pass sum over the kept frequencies (and half of column-0 -m1)."
+    "Identity weights on fewer modes = explicit DFT low-pass sum over |k1| < m1, |k2| < m2 (a symmetric band)."
     H, W = 8, 7
     conv = SpectralConv2d(1, 1, m1, m2).double()
     with torch.no_grad():
@@ -153,17 +158,9 @@ def test_truncation_is_hand_low_pass(m1, m2):
     a = torch.arange(H, dtype=F64).view(H, 1, 1, 1)
     b = torch.arange(W, dtype=F64).view(1, W, 1, 1)
     y = torch.zeros(H, W, dtype=F64)
-    for k1 in range(-m1, m1 + 1):
+    for k1 in range(-(m1 - 1), m1):
         for k2 in range(-(m2 - 1), m2):
-            # which frequencies survive: (k1, k2) with k2 >= 0 kept iff k1 in [-m1, m1-1]; k2 < 0 is the mirror of (-k1, -k2)
-            if k2 > 0:
-                keep = -m1 <= k1 <= m1 - 1
-            elif k2 < 0:
-                keep = -m1 <= -k1 <= m1 - 1
-            else:  # column 0: weight 1/2 from (k1,0) if kept plus 1/2 from its mirror (-k1,0) if kept
-                keep = 0.5 * ((-m1 <= k1 <= m1 - 1) + (-m1 <= -k1 <= m1 - 1))
-            if not keep:
-                continue
+            keep = 1.0
             coef = (x.view(1, 1, H, W) * torch.exp(-2j * math.pi * (k1 * a.view(1, 1, H, 1) / H + k2 * b.view(1, 1, 1, W) / W))).sum() / (H * W)
             y += float(keep) * (coef * torch.exp(2j * math.pi * (k1 * a[..., 0, 0] / H + k2 * b[..., 0, 0] / W))).real
     torch.testing.assert_close(conv(x.view(1, 1, H, W))[0, 0], y, atol=1e-12, rtol=0)
@@ -195,10 +192,41 @@ def test_resolution_consistency(modes, seed):
 
 
 @pytest.mark.parametrize("modes,shape,osz", [(4, (7, 16), None), (4, (8, 5), None), ((2, 5), (8, 7), None),
-                                             (4, (8, 8), (6, 8)), (4, (8, 8), (8, 5))])
-def test_too_small_resolution_raises(modes, shape, osz):
-    with pytest.raises(ValueError, match=r"too small for modes"):
-        SpectralConv2d(1, 1, modes)(torch.randn(1, 1, *shape), output_size=osz)
+                                             (4, (8, 8), (6, 8)), (4, (8, 8), (8, 5)), (4, (2, 2), None)])
+def test_coarse_grids_keep_the_modes_they_hold(modes, shape, osz):
+    "A grid too coarse for some modes runs with the modes strictly below its (and the output's) Nyquist frequency."
+    conv = SpectralConv2d(1, 1, modes).double()
+    x = rand(1, 1, *shape, seed=3)
+    m1, m2 = (modes, modes) if isinstance(modes, int) else modes
+    np.testing.assert_allclose(conv(x, output_size=osz).detach().numpy(),
+                               naive(x.numpy(), conv.complex_weight().detach().numpy(), m1, m2, osz), atol=1e-12)
+
+
+@settings(max_examples=20, deadline=None)
+@given(d1=st.floats(-2, 2), d2=st.floats(-2, 2), H=st.sampled_from([6, 7, 8]), W=st.sampled_from([5, 8, 9]))
+def test_sub_pixel_shift_equivariance(d1, d2, H, W):
+    "No Nyquist row: a Fourier (sub-pixel) shift of the input shifts the output exactly."
+    conv = SpectralConv2d(2, 2, 3, 3).double()
+    x = rand(1, 2, H, W, seed=int(1000 * (d1 + d2)) % 997)
+    torch.testing.assert_close(conv(fourier_shift(x, (d1, d2))), fourier_shift(conv(x), (d1, d2)), atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("s", [2, 3])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_refined_layers_sub_lattice_identity(s, stride):
+    "On a grid s times finer, the refined conv / group norm / spectral analysis equal the layers on the nodes."
+    conv = torch.nn.Conv2d(3, 4, 3, stride=stride, padding=1).double()
+    gn = torch.nn.GroupNorm(2, 4).double()
+    spec = SpectralConv2d(4, 4, 3).double()
+    fine = rand(2, 3, 8 * s, 8 * s, seed=s)
+    nodes = fine[..., ::s, ::s]
+    h = refined_conv(conv, fine, s)
+    torch.testing.assert_close(h[..., ::s, ::s], conv(nodes), atol=1e-12, rtol=0)
+    torch.testing.assert_close(refined_group_norm(gn, h, s)[..., ::s, ::s], gn(conv(nodes)), atol=1e-12, rtol=0)
+    torch.testing.assert_close(spec(h[..., ::s, ::s], output_size=h.shape[-2:])[..., ::s, ::s], spec(conv(nodes)),
+                               atol=1e-12, rtol=0)
+    blk = FourierConvBlock(4, 4, modes=3).double()
+    torch.testing.assert_close(blk(h, s)[..., ::s, ::s], blk(conv(nodes)), atol=1e-12, rtol=0)
 
 
 def test_bad_arguments_raise():
@@ -230,12 +258,16 @@ def test_gradcheck(bias):
 
 def test_weights_are_real_parameters_and_state_dict_roundtrip():
     conv = SpectralConv2d(3, 4, 2, 3)
-    assert conv.weight.dtype == torch.float32 and conv.weight.shape == (2, 2, 3, 3, 4, 2)
+    assert conv.weight.dtype == torch.float32 and conv.weight.shape == (3, 3, 3, 4, 2)
     assert [n for n, _ in conv.named_parameters()] == ["weight"]
     other = SpectralConv2d(3, 4, 2, 3)
     other.load_state_dict(conv.state_dict())
     x = torch.randn(1, 3, 8, 8)
     torch.testing.assert_close(other(x), conv(x))
+    # a state dict of the earlier layout [2, m1, m2, in, out, 2] (rows -m1..m1-1) loads with the Nyquist row dropped
+    old = torch.randn(2, 2, 3, 3, 4, 2)
+    other.load_state_dict({"weight": old})
+    torch.testing.assert_close(other.weight.data, torch.cat([old[0], old[1, 1:]]))
     # init: E|R|^2 = 2 / (in + out)
     big = SpectralConv2d(16, 48, 8)
     assert abs(big.complex_weight().abs().pow(2).mean().item() - 2 / 64) < 0.1 * 2 / 64
@@ -305,17 +337,22 @@ def test_cuda_bf16_autocast_matches_cpu_reference():
 @pytest.mark.parametrize("C,N,M", [(3, 8, 4), (2, 8, 8), (4, 12, 6), (5, 16, 10)])
 def test_side_by_side_with_neuraloperator(C, N, M):
     """Same map as neuraloperator's SpectralConv (benchmark-only dependency; skipped when absent) for equal weights:
-    its n_modes=(M, M) keeps frequencies -M/2..M/2-1 (fftshift-centred) x M/2+1 one-sided columns, i.e. our
-    modes (M/2, M/2+1) with the two row blocks in the order (negative, non-negative). Outputs and input gradients
-    agree to float32 rounding (neuraloperator computes in complex64 only), weight gradients map back the same way."""
+    its n_modes=(M, M) keeps rows -M/2..M/2-1 (fftshift-centred) x M/2+1 one-sided columns; ours keeps the symmetric
+    band |k1| <= M/2-1 (no row -M/2) and, on an N = M grid, no Nyquist column. With neuraloperator's weights zero
+    there, outputs and input gradients agree to float32 rounding (it computes in complex64 only), and the weight
+    gradients of the shared modes map back."""
     pytest.importorskip("neuralop")
     from neuralop.layers.spectral_convolution import SpectralConv
     torch.manual_seed(C * N + M)
-    conv = SpectralConv2d(C, C, M // 2, M // 2 + 1)
+    m1, m2 = M // 2, M // 2 + 1
+    held = min(m2, (N + 1) // 2)                                   # columns strictly below the grid's Nyquist
+    conv = SpectralConv2d(C, C, m1, m2)
     no = SpectralConv(C, C, (M, M), bias=False)
     with torch.no_grad():
-        R = conv.complex_weight()
-        no.weight.tensor.copy_(torch.cat([R[1], R[0]], 0).permute(2, 3, 0, 1))
+        R = conv.complex_weight()                                   # rows 0..m1-1, -(m1-1)..-1
+        W = torch.zeros(M, m2, C, C, dtype=R.dtype)                 # neuraloperator: rows -m1..m1-1
+        W[1:m1, :held], W[m1:, :held] = R[m1:, :held], R[:m1, :held]
+        no.weight.tensor.copy_(W.permute(2, 3, 0, 1))
     x = torch.randn(2, C, N, N, requires_grad=True)
     y1, y2 = conv(x), no(x)
     torch.testing.assert_close(y1, y2, atol=2e-6, rtol=1e-5)
@@ -324,10 +361,9 @@ def test_side_by_side_with_neuraloperator(C, N, M):
     gx2, gw2 = torch.autograd.grad(y2, (x, no.weight.tensor), g)
     torch.testing.assert_close(gx1, gx2, atol=2e-6, rtol=1e-5)
     # neuraloperator's complex weight gradient (PyTorch convention: d/dRe + i d/dIm) in our real layout
-    m1 = M // 2
-    gw2 = gw2.permute(2, 3, 0, 1)                                   # [2m1, m2, Ci, Co]
-    gw2 = torch.view_as_real(torch.stack([gw2[m1:], gw2[:m1]]).contiguous())
-    torch.testing.assert_close(gw1, gw2, atol=1e-5, rtol=1e-4)
+    gw2 = gw2.permute(2, 3, 0, 1)                                   # [M, m2, Ci, Co], rows -m1..m1-1
+    gw2 = torch.view_as_real(torch.cat([gw2[m1:], gw2[1:m1]]).contiguous())
+    torch.testing.assert_close(gw1[:, :held], gw2[:, :held], atol=1e-5, rtol=1e-4)
 
 
 # --- JVP-friendly layers: the nn layers with cheaper forward-mode rules -------------------------------------------

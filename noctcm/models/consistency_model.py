@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..trigflow import consistency_sampling, t_mids_for_steps
+from ..grids import SamplingGrid
 from ..noise import Noise
 from .time_conditioning import sinusoidal_features
 from .unet import UNetModel
@@ -147,20 +148,22 @@ class ConsistencyModel(nn.Module):
                t_mid: Sequence[float] | float = (1.1,),  # intermediate times (reused / extended for more steps)
                t_max: float = math.pi / 2,  # first time (pi/2 = pure noise)
                generator: torch.Generator | None = None,  # must live on `device`
-               resolution: int | None = None,  # sample size (FNO backbones run at other sizes); default trained size
+               resolution: int | None = None,  # sample size (the same sample on every grid: noctcm.grids); default trained size
                batch_size: int | None = None,  # split into batches of this size
                device=None,  # default: the model's device
                ) -> torch.Tensor:
-        "Draw `n` samples [n, C, R, R] with `steps`-step consistency sampling; runs in eval mode, then restores."
+        """Draw `n` samples [n, C, R, R] with `steps`-step consistency sampling; runs in eval mode, then restores.
+        The noise is drawn on the construction grid and carried to R (`SamplingGrid`): one generator state, one sample."""
         if int(n) != n or n < 1:
             raise ValueError(f"n must be a positive int, got {n}")
         R = self.resolution if resolution is None else int(resolution)
-        if self.channels is None or R is None:
+        if self.channels is None or R is None or self.resolution is None:
             raise ValueError("the data shape is unknown: build the model with channels= and resolution=")
         p = next(self.parameters(), None)
         device = torch.device(device) if device is not None else (p.device if p is not None else torch.device('cpu'))
         dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
         t_mids = t_mids_for_steps(steps, t_mid, t_max)
+        R0, grid = self.resolution, SamplingGrid(self.resolution, R)
         bs = int(batch_size) if batch_size else int(n)
         was_training = self.training
         if was_training: self.eval()  # walking the modules costs ~1 ms: only when needed
@@ -168,8 +171,9 @@ class ConsistencyModel(nn.Module):
             out = []
             for start in range(0, int(n), bs):
                 b = min(bs, int(n) - start)
-                z = self.noise((b, self.channels, R, R), generator, device, dtype)
-                out.append(consistency_sampling(self, z, t_max, t_mids, generator, sigma_d=self.sigma_d, noise=self.noise))
+                draw = lambda: grid.carry(self.noise((b, self.channels, R0, R0), generator, device, dtype))
+                x = consistency_sampling(self, draw(), t_max, t_mids, renoise=lambda j: draw())
+                out.append(grid.present(x))
         finally:
             if was_training: self.train()
         return torch.cat(out)
@@ -179,7 +183,7 @@ BACKBONES: dict = {'unet': UNetModel}
 
 _UNET_KEYS = ('model_channels', 'channel_mult', 'num_res_blocks', 'attention_resolutions', 'num_heads', 'dropout',
               'fno_levels', 'fno_bottleneck', 'fno_modes', 'time_embedding', 'time_scale', 'double_norm', 'two_time',
-              'conv_kernel')
+              'grid_rule')
 
 
 def _plain(cfg) -> dict:

@@ -14,81 +14,18 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
+from ..grids import fourier_resample, pair
+
 # %% auto 0
-__all__ = ['fourier_resample', 'tangents_without_grad', 'SpectralConv2d', 'JVPConv2d', 'JVPGroupNorm', 'use_jvp_layers',
-           'tent_resampling_matrix', 'PhysicalConv2d', 'group_count', 'FourierConvBlock']
+__all__ = ['tangents_without_grad', 'SpectralConv2d', 'JVPConv2d', 'JVPGroupNorm', 'use_jvp_layers', 'refined_conv',
+           'refined_group_norm', 'group_count', 'FourierConvBlock']
 
 # %% ../../nbs/04_neural_operators.ipynb
-def _pair(v, name: str) -> tuple[int, int]:
-    "Turn an int or a pair into a pair of positive ints."
-    if isinstance(v, (int,)) and not isinstance(v, bool):
-        v = (v, v)
-    try:
-        a, b = (int(u) for u in v)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}") from None
-    if a < 1 or b < 1:
-        raise ValueError(f"{name} must be positive, got {(a, b)}")
-    return a, b
-
-
-def _check_modes(H: int, W: int, m1: int, m2: int, what: str = "input") -> None:
-    "Raise if an H×W grid cannot hold m1 modes of each sign in dim -2 and m2 one-sided modes in dim -1."
-    if H < 2 * m1 or W // 2 + 1 < m2:
-        raise ValueError(
-            f"{what} resolution {H}x{W} is too small for modes=({m1}, {m2}): need H >= 2*modes1 = {2 * m1} "
-            f"and W//2+1 >= modes2 = {m2} (i.e. W >= {2 * (m2 - 1)})")
-
-
-def _hermitian_irfft2(Y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Real inverse of a one-sided spectrum `Y` `[..., H, W//2+1]` (norm='forward'): complex ifft over dim -2, drop the
-    imaginary part of the zero and (even W) Nyquist columns, irfft over dim -1. Same result on every FFT backend."""
-    H, W = size
-    Z = torch.fft.ifft(Y, n=H, dim=-2, norm="forward")
-    n = Z.shape[-1]
-    parts = [Z[..., :1].real.to(Z.dtype)]
-    if W % 2 == 0 and n == W // 2 + 1 and n > 1:
-        parts += [Z[..., 1:n - 1], Z[..., n - 1:].real.to(Z.dtype)]
-    else:
-        parts.append(Z[..., 1:])
-    Z = torch.cat(parts, dim=-1)
-    return torch.fft.irfft(Z, n=W, dim=-1, norm="forward")
-
-# %% ../../nbs/04_neural_operators.ipynb
-def _resample_rows(X: torch.Tensor, n2: int) -> torch.Tensor:
-    "Move the rows (dim -2, full two-sided spectrum) of `X` from n to n2 frequencies, splitting/aliasing the Nyquist row."
-    n = X.shape[-2]
-    if n2 == n:
-        return X
-    h = min(n, n2)
-    pos, neg = (h + 1) // 2, h // 2          # frequencies 0..pos-1 and -neg..-1 exist on both grids
-    rows_pos, rows_neg = X[..., :pos, :], X[..., n - neg:, :]
-    if h % 2 == 0:                           # the smaller grid has a Nyquist row at +-h/2
-        if n2 > n:                           # upsampling: split the source Nyquist between +h/2 and -h/2
-            half = rows_neg[..., :1, :] / 2
-            rows_pos = torch.cat([rows_pos, half], dim=-2)
-            rows_neg = torch.cat([half, rows_neg[..., 1:, :]], dim=-2)
-        else:                                # downsampling: +h/2 and -h/2 land on the same target row
-            rows_neg = torch.cat([rows_neg[..., :1, :] + X[..., pos:pos + 1, :], rows_neg[..., 1:, :]], dim=-2)
-    gap = X.new_zeros(*X.shape[:-2], n2 - rows_pos.shape[-2] - rows_neg.shape[-2], X.shape[-1])
-    return torch.cat([rows_pos, gap, rows_neg], dim=-2)
-
-
-def fourier_resample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Trigonometric (Fourier zero-padding / truncation) resampling of real `x` `[..., H, W]` to `size=(H', W')`.
-    Upsampling splits the source's Nyquist frequency evenly between +N/2 and -N/2 (so the result interpolates the
-    samples); downsampling keeps |k| < N'/2 and folds +-N'/2 onto the target Nyquist."""
-    H2, W2 = _pair(size, "size")
-    H, W = x.shape[-2:]
-    dtype = x.dtype
-    X = torch.fft.rfft2(x.to(torch.promote_types(dtype, torch.float32)), norm="forward")
-    X = _resample_rows(X, H2)
-    w = min(W, W2) // 2 + 1                  # one-sided columns shared by both grids
-    X = X[..., :w]
-    if min(W, W2) % 2 == 0 and W2 != W:      # the shared Nyquist column: halve (up) or double (down, folds +-W'/2)
-        X = torch.cat([X[..., :w - 1], X[..., w - 1:] * (0.5 if W2 > W else 2.0)], dim=-1)
-    X = F.pad(X, (0, W2 // 2 + 1 - w))
-    return _hermitian_irfft2(X, (H2, W2)).to(dtype)
+def _kept_modes(m1: int, m2: int, *sizes: tuple[int, int]) -> tuple[int, int]:
+    "The modes `(m1', m2')` of `(m1, m2)` that every `(H, W)` grid in `sizes` holds strictly below its Nyquist frequency."
+    for H, W in sizes:
+        m1, m2 = min(m1, (H + 1) // 2), min(m2, (W + 1) // 2)
+    return m1, m2
 
 # %% ../../nbs/04_neural_operators.ipynb
 _TANGENTS_WITHOUT_GRAD = [False]
@@ -122,28 +59,29 @@ def _col_factor(m2: int, W: int, dtype, device) -> torch.Tensor:
 
 
 def _analysis(x: torch.Tensor, m1: int, m2: int) -> torch.Tensor:
-    """Kept modes of `rfft2(x, norm='forward')`: `[B, C, H, W] -> [2*m1*m2, B, C]` complex, modes ordered
-    (k1 in 0..m1-1, -m1..-1) x (k2 in 0..m2-1). The rfft over W comes first and only the m2 kept columns are
+    """Kept modes of `rfft2(x, norm='forward')`: `[B, C, H, W] -> [(2*m1-1)*m2, B, C]` complex, modes ordered
+    (k1 in 0..m1-1, -(m1-1)..-1) x (k2 in 0..m2-1). The rfft over W comes first and only the m2 kept columns are
     transformed over H (on a contiguous [B, C, m2, H] copy: FFTs along strided axes are slow on CPU)."""
     B, C, H, W = x.shape
     Xw = torch.fft.rfft(x, dim=-1, norm="forward")[..., :m2].transpose(-1, -2).contiguous()  # [B, C, m2, H]
     Xh = torch.fft.fft(Xw, dim=-1, norm="forward").reshape(B * C, m2, H)
-    if 2 * m1 == H:
-        return Xh.permute(2, 1, 0).reshape(2 * m1 * m2, B, C)
-    rows = torch.cat([Xh[..., :m1].permute(2, 1, 0), Xh[..., H - m1:].permute(2, 1, 0)])      # [2m1, m2, B*C]
-    return rows.reshape(2 * m1 * m2, B, C)
+    if 2 * m1 - 1 == H:
+        return Xh.permute(2, 1, 0).reshape(H * m2, B, C)
+    rows = torch.cat([Xh[..., :m1].permute(2, 1, 0), Xh[..., H - m1 + 1:].permute(2, 1, 0)])  # [2m1-1, m2, B*C]
+    return rows.reshape((2 * m1 - 1) * m2, B, C)
 
 
 def _synthesis(Yk: torch.Tensor, m1: int, m2: int, H: int, W: int) -> torch.Tensor:
     """Real field of the kept modes, $y = \\sum_{k\\in K} c(k_2)\\,\\mathrm{Re}(\\hat y_k e^{2\\pi i(k_1a/H + k_2b/W)})$:
-    `[2*m1*m2, B, C] -> [B, C, H, W]`. Complex ifft over H on the m2 kept columns only, imaginary part of the zero
+    `[(2*m1-1)*m2, B, C] -> [B, C, H, W]`. Complex ifft over H on the m2 kept columns only, imaginary part of the zero
     (and even-W Nyquist) column dropped, then irfft over W (which zero-pads the missing columns). Uses in-place
     writes: only called where autograd is not recording (inside `_SpectralConvFn`)."""
     _, B, C = Yk.shape
-    Y4 = Yk.reshape(2 * m1, m2, B, C).permute(2, 3, 1, 0)            # [B, C, m2, 2m1]
+    Y4 = Yk.reshape(2 * m1 - 1, m2, B, C).permute(2, 3, 1, 0)        # [B, C, m2, 2m1-1]
     Y = Yk.new_zeros(B, C, m2, H)
     Y[..., :m1] = Y4[..., :m1]
-    Y[..., H - m1:] = Y4[..., m1:]
+    if m1 > 1:
+        Y[..., H - m1 + 1:] = Y4[..., m1:]
     Z = torch.fft.ifft(Y, dim=-1, norm="forward")
     Z[:, :, 0].imag.zero_()
     if W % 2 == 0 and m2 == W // 2 + 1:
@@ -152,12 +90,12 @@ def _synthesis(Yk: torch.Tensor, m1: int, m2: int, H: int, W: int) -> torch.Tens
 
 
 def _adjoint_weight(weight: torch.Tensor, H: int, W: int, H2: int, W2: int) -> torch.Tensor:
-    "Real layout `[2, m1, m2, out, in, 2]` of $s(k_2) R_k^H$, $s = \\frac{c_{W'}(k_2)H'W'}{c_W(k_2)HW}$ (differentiable)."
-    m2 = weight.shape[2]
-    wa = torch.stack([weight[..., 0], -weight[..., 1]], -1).transpose(3, 4)
+    "Real layout `[2*m1-1, m2, out, in, 2]` of $s(k_2) R_k^H$, $s = \\frac{c_{W'}(k_2)H'W'}{c_W(k_2)HW}$ (differentiable)."
+    m2 = weight.shape[1]
+    wa = torch.stack([weight[..., 0], -weight[..., 1]], -1).transpose(2, 3)
     if (H, W) != (H2, W2):
         s = _col_factor(m2, W2, weight.dtype, weight.device) / _col_factor(m2, W, weight.dtype, weight.device)
-        wa = wa * (s * (H2 * W2 / (H * W))).view(1, 1, m2, 1, 1, 1)
+        wa = wa * (s * (H2 * W2 / (H * W))).view(1, m2, 1, 1, 1)
     return wa
 
 
@@ -170,8 +108,9 @@ class _SpectralConvFn(torch.autograd.Function):
 
     @staticmethod
     def forward(x, weight, H2, W2):
-        _, m1, m2, Ci, Co, _ = weight.shape
-        R = torch.view_as_complex(weight).reshape(2 * m1 * m2, Ci, Co)
+        rows, m2, Ci, Co, _ = weight.shape
+        m1 = (rows + 1) // 2
+        R = torch.view_as_complex(weight).reshape(rows * m2, Ci, Co)
         Xk = _analysis(x, m1, m2)
         return _synthesis(torch.bmm(Xk, R), m1, m2, H2, W2), Xk
 
@@ -191,8 +130,8 @@ class _SpectralConvFn(torch.autograd.Function):
             return None, None, None, None
         x, weight, Xk = ctx.saved_tensors
         H, W, H2, W2 = ctx.sizes
-        _, m1, m2, Ci, Co, _ = weight.shape
-        modes = 2 * m1 * m2
+        rows, m2, Ci, Co, _ = weight.shape
+        m1, modes = (rows + 1) // 2, rows * m2
         need_x, need_w = ctx.needs_input_grad[:2]
         gx = gw = Gk = None
         if torch.is_grad_enabled():        # create_graph=True: differentiable path (double backward)
@@ -206,17 +145,17 @@ class _SpectralConvFn(torch.autograd.Function):
                 GX = torch.bmm(Gk, R.conj().transpose(1, 2))                      # BLAS conj-transpose, no copy
                 if (H, W) != (H2, W2):
                     s = _col_factor(m2, W2, x.dtype, x.device) / _col_factor(m2, W, x.dtype, x.device)
-                    GX = GX * (s * (H2 * W2 / (H * W))).repeat(2 * m1).view(-1, 1, 1)
+                    GX = GX * (s * (H2 * W2 / (H * W))).repeat(rows).view(-1, 1, 1)
                 gx = _synthesis(GX, m1, m2, H, W)
         if need_w:
             if Gk is None:
                 Gk = _analysis(g, m1, m2)
-            c = (_col_factor(m2, W2, x.dtype, x.device) * (H2 * W2)).repeat(2 * m1).view(-1, 1, 1)
+            c = (_col_factor(m2, W2, x.dtype, x.device) * (H2 * W2)).repeat(rows).view(-1, 1, 1)
             if Gk.shape[1] < Ci:
                 gR = torch.bmm(Xk.conj().transpose(1, 2), Gk * c)
             else:
                 gR = torch.bmm(Xk.conj().transpose(1, 2), Gk) * c
-            gw = torch.view_as_real(gR.reshape(2, m1, m2, Ci, Co))
+            gw = torch.view_as_real(gR.reshape(rows, m2, Ci, Co))
         return gx, gw, None, None
 
     @staticmethod
@@ -239,25 +178,21 @@ class _SpectralConvFn(torch.autograd.Function):
 
 # %% ../../nbs/04_neural_operators.ipynb
 class SpectralConv2d(nn.Module):
-    """Fourier layer of the FNO: rfft2 (norm='forward'), per-mode complex channel mixing of the low modes (rows
-    [0:m1] and [H-m1:H], columns [0:m2]), zero elsewhere, real inverse FFT to the input size or `output_size`.
-
-    Works at any resolution with H >= 2*modes1 and W//2+1 >= modes2. Weights are a real parameter `weight`
-    `[2, m1, m2, in, out, 2]` (view_as_real layout). Linear unless `bias=True`."""
+    """Fourier layer of the FNO: rfft2 (norm='forward'), per-mode complex channel mixing of the modes
+    $|k_1| < m_1$, $0 \le k_2 < m_2$ strictly below the grid's Nyquist frequency, zero elsewhere, real inverse FFT to
+    the input size or `output_size`. Runs at every resolution (a coarse grid keeps the modes it holds). Weights are a
+    real parameter `weight` `[2*m1-1, m2, in, out, 2]` (view_as_real layout). Linear unless `bias=True`."""
 
     def __init__(self, in_channels: int, out_channels: int, modes1: int | Sequence[int], modes2: int | None = None,
                  bias: bool = False, init_scale: float = 1.0):
         super().__init__()
-        if modes2 is None:
-            m1, m2 = _pair(modes1, "modes")
-        else:
-            m1, m2 = _pair((modes1, modes2), "modes")
+        m1, m2 = pair(modes1 if modes2 is None else (modes1, modes2), "modes")
         if int(in_channels) < 1 or int(out_channels) < 1:
             raise ValueError(f"channels must be positive, got in={in_channels}, out={out_channels}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.modes1, self.modes2 = m1, m2
         self.init_scale = float(init_scale)
-        self.weight = nn.Parameter(torch.empty(2, m1, m2, self.in_channels, self.out_channels, 2))
+        self.weight = nn.Parameter(torch.empty(2 * m1 - 1, m2, self.in_channels, self.out_channels, 2))
         self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
         self.reset_parameters()
 
@@ -270,12 +205,19 @@ class SpectralConv2d(nn.Module):
                 self.bias.zero_()
 
     def complex_weight(self) -> torch.Tensor:
-        "The weights as a complex tensor `[2, m1, m2, in, out]` (a view of `weight`)."
+        "The weights as a complex tensor `[2*m1-1, m2, in, out]` (a view of `weight`)."
         return torch.view_as_complex(self.weight)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, modes=({self.modes1}, {self.modes2}), "
                 f"bias={self.bias is not None}")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        "Checkpoints of the earlier layout `[2, m1, m2, in, out, 2]` (rows -m1..m1-1): drop the Nyquist row -m1."
+        w = state_dict.get(prefix + "weight")
+        if w is not None and w.ndim == 6:
+            state_dict[prefix + "weight"] = torch.cat([w[0], w[1, 1:]])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor, output_size: Sequence[int] | None = None) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -283,18 +225,18 @@ class SpectralConv2d(nn.Module):
         if not (x.is_floating_point()):
             raise TypeError(f"expected a real floating-point input, got {x.dtype}")
         H, W = x.shape[-2:]
-        m1, m2 = self.modes1, self.modes2
-        _check_modes(H, W, m1, m2, "input")
-        H2, W2 = (H, W) if output_size is None else _pair(output_size, "output_size")
-        _check_modes(H2, W2, m1, m2, "output_size")
+        H2, W2 = (H, W) if output_size is None else pair(output_size, "output_size")
+        m1, m2 = _kept_modes(self.modes1, self.modes2, (H, W), (H2, W2))
+        rows = torch.cat([torch.arange(m1), torch.arange(2 * self.modes1 - m1, 2 * self.modes1 - 1)])
+        weight = self.weight if m1 == self.modes1 else self.weight[rows.to(self.weight.device)]
+        weight = weight if m2 == self.modes2 else weight[:, :m2]
         in_dtype = x.dtype
         dtype = torch.promote_types(torch.promote_types(in_dtype, torch.float32), self.weight.dtype)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            y = _SpectralConvFn.apply(x.to(dtype), self.weight.to(dtype), H2, W2)[0]   # [B, Co, H2, W2]
+            y = _SpectralConvFn.apply(x.to(dtype), weight.to(dtype), H2, W2)[0]   # [B, Co, H2, W2]
             if self.bias is not None:
                 y = y + self.bias.to(dtype).view(1, -1, 1, 1)
         return y.to(in_dtype)
-
 
 # %% ../../nbs/04_neural_operators.ipynb
 def _forward_ad_active(*tensors) -> bool:
@@ -486,90 +428,26 @@ def use_jvp_layers(model: nn.Module) -> int:
 
 
 # %% ../../nbs/04_neural_operators.ipynb
-def tent_resampling_matrix(scale: float, radius: int = 1, offset: float = 0.0) -> tuple[torch.Tensor, int]:
-    """`(P, n_min)`: `P[a, j]` $\\propto \\Lambda((n_a-\\delta)/s - j)$ (columns summing to 1, i.e. $\\approx 1/s$ times the tent) maps the $2r+1$ taps $w_j$ (spacing $h$) to the taps
-    at offsets $n_a = n_{min} + a$ (spacing $h/s$) of the tent-interpolated kernel (float64)."""
-    s, r, d = float(scale), int(radius), float(offset)
-    if not s > 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
-    n_min = math.floor(d - (r + 1) * s) + 1
-    n_max = math.ceil(d + (r + 1) * s) - 1
-    n = torch.arange(n_min, n_max + 1, dtype=torch.float64)
-    j = torch.arange(-r, r + 1, dtype=torch.float64)
-    dist = ((n[:, None] - d) / s - j[None, :]).abs()
-    P = (1 - dist).clamp_min(0)
-    empty = P.sum(0) == 0                          # coarser grids (s < 1/2): a tap between two nodes goes to the nearest
-    P[dist[:, empty].argmin(0), empty.nonzero()[:, 0]] = 1.0
-    return P / P.sum(0, keepdim=True), n_min      # each tap's mass is kept exactly (the quadrature's 1/s, normalised)
+def refined_conv(conv: nn.Conv2d, x: torch.Tensor, refinement: int = 1) -> torch.Tensor:
+    """`conv` on a grid `refinement` times finer than the one it was built for: taps (and zero padding) dilated by
+    the refinement, so on the construction sub-lattice `x[..., ::s, ::s]` it is `conv` exactly."""
+    s = int(refinement)
+    if s == 1 or conv.kernel_size == (1, 1):
+        return conv(x)
+    return F.conv2d(x, conv.weight, conv.bias, conv.stride, tuple(p * s for p in conv.padding),
+                    tuple(d * s for d in conv.dilation), conv.groups)
 
 
-class PhysicalConv2d(JVPConv2d):
-    """`nn.Conv2d` whose odd square kernel is defined in physical units: built for inputs of spatial size `ref_size`,
-    applied at size `s*ref_size` with the tent-interpolated kernel resampled to the finer/coarser pixel (see above).
-    At the reference size it is exactly `nn.Conv2d` (and `JVPConv2d`'s cheap forward-mode rule)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int | None = None,
-                 bias: bool = True, ref_size: int | Sequence[int] = 16, groups: int = 1):
-        k = int(kernel_size)
-        if k % 2 != 1:
-            raise ValueError(f"PhysicalConv2d needs an odd kernel size, got {kernel_size}")
-        super().__init__(in_channels, out_channels, k, stride=stride, padding=k // 2 if padding is None else padding,
-                         bias=bias, groups=groups)
-        self.ref_size = _pair(ref_size, "ref_size")
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", ref_size={self.ref_size}"
-
-    def resampled_weight(self, scale_h: float, scale_w: float) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-        "The kernel on a grid `scale` times finer, and the zero padding `(left, right, top, bottom)` it needs."
-        r = self.kernel_size[0] // 2
-        pads, mats = [], []
-        for s in (scale_h, scale_w):
-            d = (1.0 - s) / 2 if self.stride[0] > 1 else 0.0
-            P, n_min = tent_resampling_matrix(s, r, d)
-            mats.append(P.to(self.weight.device, self.weight.dtype))
-            pads.append((-n_min, P.shape[0] - 1 + n_min))
-        w = torch.einsum('ah,oihw,bw->oiab', mats[0], self.weight, mats[1])
-        return w, (pads[1][0], pads[1][1], pads[0][0], pads[0][1])
-
-    def _conv_forward(self, input, weight, bias):
-        H, W = input.shape[-2:]
-        sh, sw = H / self.ref_size[0], W / self.ref_size[1]
-        if (sh, sw) == (1.0, 1.0) or self.kernel_size == (1, 1):
-            return super()._conv_forward(input, weight, bias)
-        if sh == sw and sh == int(sh) and self.stride == (1, 1) and self.groups == 1:
-            return self._integer_scale_forward(input, weight, bias, int(sh))
-        w, pad = self.resampled_weight(sh, sw)
-        x = F.pad(input, pad)
-        if _forward_ad_active(x, w, bias):
-            dt = _autocast_dtype(x)
-            if dt is not None:
-                with torch.autocast(device_type=x.device.type, enabled=False):
-                    return _Conv2dFn.apply(x.to(dt), w.to(dt), None if bias is None else bias.to(dt),
-                                           self.stride, (0, 0), self.dilation, self.groups)
-            return _Conv2dFn.apply(x, w, bias, self.stride, (0, 0), self.dilation, self.groups)
-        return F.conv2d(x, w, bias, self.stride, 0, self.dilation, self.groups)
-
-    def _integer_scale_forward(self, x, weight, bias, k: int):
-        """The same convolution at an integer scale `k`, factored: the tent-interpolated kernel sampled at spacing $h/k$
-        is the stencil dilated by `k` convolved with the discrete hat $\Lambda(m/k)/k$, so blur (separable, depthwise)
-        then a dilated 3x3 convolution: 9 + 2(2k-1) taps per pixel instead of $(4k-1)^2$ (13x fewer at k = 3).
-        Zero padding of $2k-1$ before the blur makes it exactly the zero-padded fused convolution."""
-        r = self.kernel_size[0] // 2
-        m = torch.arange(-(k - 1), k, device=x.device, dtype=x.dtype)
-        hat = (1 - m.abs() / k) / k
-        C = x.shape[1]
-        xp = F.pad(x, (r * k + k - 1,) * 4)
-        b = F.conv2d(F.conv2d(xp, hat.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C),
-                     hat.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
-        if _forward_ad_active(b, weight, bias):
-            dt = _autocast_dtype(b)
-            if dt is not None:
-                with torch.autocast(device_type=b.device.type, enabled=False):
-                    return _Conv2dFn.apply(b.to(dt), weight.to(dt), None if bias is None else bias.to(dt),
-                                           (1, 1), (0, 0), (k, k), 1)
-            return _Conv2dFn.apply(b, weight, bias, (1, 1), (0, 0), (k, k), 1)
-        return F.conv2d(b, weight, bias, 1, 0, (k, k), 1)
+def refined_group_norm(norm: nn.Module, x: torch.Tensor, refinement: int = 1) -> torch.Tensor:
+    "GroupNorm `norm` on a refined grid: every point normalised with the statistics of the construction nodes."
+    s = int(refinement)
+    if s == 1 or not isinstance(norm, nn.GroupNorm):
+        return norm(x)
+    B, C, G = x.shape[0], x.shape[1], norm.num_groups
+    nodes = x[..., ::s, ::s].reshape(B, G, -1)
+    mean, var = nodes.mean(-1, keepdim=True), nodes.var(-1, unbiased=False, keepdim=True)
+    y = ((x.reshape(B, G, -1) - mean) * torch.rsqrt(var + norm.eps)).view_as(x)
+    return y * norm.weight.view(1, C, 1, 1) + norm.bias.view(1, C, 1, 1) if norm.affine else y
 
 # %% ../../nbs/04_neural_operators.ipynb
 def group_count(channels: int, num_groups: int = 32) -> int:
@@ -586,7 +464,7 @@ _ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "identity": nn.Identity}
 class FourierConvBlock(nn.Module):
     """FNO layer: `act(norm(spectral(x) + skip1x1(x)))`, spectral = `SpectralConv2d(in, out, modes)`,
     norm = GroupNorm(`group_count(out, num_groups)`) or none, act = SiLU / GELU. Shape `[B, in, H, W] -> [B, out, H, W]`
-    at any H >= 2*modes1, W//2+1 >= modes2."""
+    at any size; `refinement`: run on a grid that many times finer than the construction grid (see above)."""
 
     def __init__(self, in_channels: int, out_channels: int, modes: int | Sequence[int] = 4, norm: str = "group",
                  activation: str = "silu", num_groups: int = 32, init_scale: float = 1.0):
@@ -601,5 +479,7 @@ class FourierConvBlock(nn.Module):
                      else nn.Identity())
         self.act = _ACTIVATIONS[activation]()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.spectral(x) + self.skip(x)))
+    def forward(self, x: torch.Tensor, refinement: int = 1) -> torch.Tensor:
+        s = int(refinement)
+        spectral = self.spectral(x) if s == 1 else self.spectral(x[..., ::s, ::s], output_size=x.shape[-2:])
+        return self.act(refined_group_norm(self.norm, spectral + self.skip(x), s))

@@ -14,10 +14,12 @@ import torch.utils.checkpoint
 from torch import nn
 
 from .time_conditioning import TrigFlowTimeConditioning
-from .neural_operators import FourierConvBlock, PhysicalConv2d
+from ..grids import fourier_resample
+from .neural_operators import FourierConvBlock, refined_conv, refined_group_norm
 
 # %% auto 0
-__all__ = ['pixel_norm', 'conv3x3', 'AdaptiveNorm', 'ResBlock', 'AttentionBlock', 'Downsample', 'Upsample', 'UNetModel']
+__all__ = ['GRID_RULES', 'pixel_norm', 'conv3x3', 'AdaptiveNorm', 'ResBlock', 'AttentionBlock', 'NoAttention', 'Downsample',
+           'Upsample', 'UNetModel']
 
 # %% ../../nbs/05_unet.ipynb
 def pixel_norm(a: torch.Tensor, eps: float = 1e-4, dim: int = 1) -> torch.Tensor:
@@ -37,12 +39,9 @@ def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(_group_count(channels), channels, eps=1e-6)
 
 
-def conv3x3(in_channels: int, out_channels: int, ref_size: int | None = None, stride: int = 1) -> nn.Conv2d:
-    """3x3 convolution (padding 1): a plain `nn.Conv2d` (`ref_size=None`, kernel in pixels) or a `PhysicalConv2d`
-    whose kernel is defined in physical units for inputs of size `ref_size` (resampled on other grids)."""
-    if ref_size is None:
-        return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
-    return PhysicalConv2d(in_channels, out_channels, 3, stride=stride, ref_size=ref_size)
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    "3x3 convolution, padding 1 (on a refined grid: `refined_conv`)."
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
 
 # %% ../../nbs/05_unet.ipynb
 class AdaptiveNorm(nn.Module):
@@ -53,38 +52,40 @@ class AdaptiveNorm(nn.Module):
         self.emb = nn.Linear(emb_dim, 2 * channels)
         self.double_norm, self.eps = bool(double_norm), eps
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, refinement: int = 1) -> torch.Tensor:
         a, b = self.emb(F.silu(emb)).chunk(2, dim=1)
         if self.double_norm:
             a, b = pixel_norm(a, self.eps), pixel_norm(b, self.eps)
-        return self.norm(h) * (1 + a[:, :, None, None]) + b[:, :, None, None]
+        return refined_group_norm(self.norm, h, refinement) * (1 + a[:, :, None, None]) + b[:, :, None, None]
 
 # %% ../../nbs/05_unet.ipynb
 class ResBlock(nn.Module):
     "Residual block with time-conditioned AdaptiveNorm, dropout and an optional FourierConvBlock branch."
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float = 0.0,
-                 double_norm: bool = True, fno_modes: int | None = None, ref_size: int | None = None):
+                 double_norm: bool = True, fno_modes: int | None = None):
         super().__init__()
         self.in_norm = _norm(in_channels)
-        self.conv1 = conv3x3(in_channels, out_channels, ref_size)
+        self.conv1 = conv3x3(in_channels, out_channels)
         self.ada_norm = AdaptiveNorm(out_channels, emb_dim, double_norm)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = conv3x3(out_channels, out_channels, ref_size)
+        self.conv2 = conv3x3(out_channels, out_channels)
         self.fno = (FourierConvBlock(out_channels, out_channels, fno_modes, norm='group', activation='silu')
                     if fno_modes else None)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.in_norm(x)))
-        h = self.dropout(F.silu(self.ada_norm(h, emb)))
-        out = self.conv2(h)
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, refinement: int = 1) -> torch.Tensor:
+        s = refinement
+        h = refined_conv(self.conv1, F.silu(refined_group_norm(self.in_norm, x, s)), s)
+        h = self.dropout(F.silu(self.ada_norm(h, emb, s)))
+        out = refined_conv(self.conv2, h, s)
         if self.fno is not None:
-            out = out + self.fno(h)
+            out = out + self.fno(h, s)
         return self.skip(x) + out
 
 
 class AttentionBlock(nn.Module):
-    "Multi-head self-attention over pixels in plain maths (forward-mode AD / torch.func.jvp compatible)."
+    """Multi-head self-attention over pixels in plain maths (forward-mode AD / torch.func.jvp compatible). On a
+    refined grid every point attends to the construction nodes (keys and values at `x[..., ::s, ::s]`)."""
     def __init__(self, channels: int, num_heads: int = 1):
         super().__init__()
         if num_heads < 1 or channels % num_heads:
@@ -94,39 +95,48 @@ class AttentionBlock(nn.Module):
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, refinement: int = 1) -> torch.Tensor:
         B, C, H, W = x.shape
-        d = C // self.num_heads
-        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, d, H * W).unbind(1)
+        s, d = int(refinement), C // self.num_heads
+        qkv = self.qkv(refined_group_norm(self.norm, x, s))
+        q = qkv[:, :C].reshape(B, self.num_heads, d, H * W)
+        k, v = qkv[:, C:, ::s, ::s].reshape(B, 2, self.num_heads, d, -1).unbind(1)
         w = torch.einsum('bhdq,bhdk->bhqk', q, k * (1.0 / math.sqrt(d))).softmax(dim=-1)
         o = torch.einsum('bhqk,bhdk->bhdq', w, v).reshape(B, C, H, W)
         return x + self.proj(o)
 
 
+class NoAttention(nn.Identity):
+    "The attention slot of a level without attention."
+    def forward(self, x: torch.Tensor, refinement: int = 1) -> torch.Tensor: return x
+
+
 class Downsample(nn.Module):
-    "Stride-2 3x3 convolution (halves H and W); `ref_size`: input size of a physical-unit kernel (None: pixels)."
-    def __init__(self, channels: int, ref_size: int | None = None):
+    "Stride-2 3x3 convolution (halves H and W)."
+    def __init__(self, channels: int):
         super().__init__()
-        self.conv = conv3x3(channels, channels, ref_size, stride=2)
+        self.conv = conv3x3(channels, channels, stride=2)
 
     def forward(self, x): return self.conv(x)
 
 
 class Upsample(nn.Module):
-    "Nearest-neighbour x2 then 3x3 convolution; `ref_size`: output size of a physical-unit kernel (None: pixels)."
-    def __init__(self, channels: int, ref_size: int | None = None):
+    "Nearest-neighbour x2 then 3x3 convolution."
+    def __init__(self, channels: int):
         super().__init__()
-        self.conv = conv3x3(channels, channels, ref_size)
+        self.conv = conv3x3(channels, channels)
 
     def forward(self, x): return self.conv(F.interpolate(x, scale_factor=2.0, mode='nearest'))
 
 # %% ../../nbs/05_unet.ipynb
+GRID_RULES = ('multigrid', 'native')
+
+
 class UNetModel(nn.Module):
     """ADM-style U-Net with FNO branches, adaptive double normalisation and attention.
 
-    `forward(x, t, s=None)`: `x` [B, in_channels, H, W] (H, W divisible by 2**(len(channel_mult)-1)),
-    `t` [B] (or scalar) time in radians, `s` [B] second time (only with `two_time=True`). Returns
-    [B, out_channels, H, W].
+    `forward(x, t, s=None)`: `x` [B, in_channels, H, W] on any grid (see `grid_rule` above), `t` [B] (or scalar) time
+    in radians, `s` [B] second time (only with `two_time=True`). Returns [B, out_channels, H, W].
     """
     def __init__(self,
                  in_channels: int = 1,
@@ -146,7 +156,7 @@ class UNetModel(nn.Module):
                  two_time: bool = False,
                  resolution: int = 16,  # construction resolution (defines attention levels and FNO mode clamp)
                  grad_checkpointing: bool = False,  # recompute residual blocks in backward (saves memory)
-                 conv_kernel: str = 'pixel',  # 'pixel': 3x3 kernels in pixels | 'physical': in units of the construction grid
+                 grid_rule: str = 'multigrid',  # how it runs on other grids: 'multigrid' | 'native' (see above)
                  ):
         super().__init__()
         channel_mult, fno_levels = tuple(int(m) for m in channel_mult), tuple(int(l) for l in fno_levels)
@@ -161,38 +171,28 @@ class UNetModel(nn.Module):
         bad = [l for l in fno_levels if not 0 <= l < L]
         if bad:
             raise ValueError(f"fno_levels {bad} out of range for {L} levels (channel_mult={channel_mult})")
-        if conv_kernel not in ('pixel', 'physical'):
-            raise ValueError(f"conv_kernel must be 'pixel' or 'physical', got {conv_kernel!r}")
+        if grid_rule not in GRID_RULES:
+            raise ValueError(f"grid_rule must be one of {', '.join(GRID_RULES)}, got {grid_rule!r}")
         if resolution % 2 ** (L - 1):
             raise ValueError(f"resolution {resolution} must be divisible by 2**(levels-1) = {2 ** (L - 1)}")
         out_channels = in_channels if out_channels is None else out_channels
         self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
         self.channel_mult, self.two_time, self.num_levels = channel_mult, bool(two_time), L
-        self.grad_checkpointing, self.conv_kernel = bool(grad_checkpointing), conv_kernel
+        self.grad_checkpointing, self.grid_rule = bool(grad_checkpointing), grid_rule
         emb_dim = 4 * model_channels
         self.time_embed = TrigFlowTimeConditioning(emb_dim, kind=time_embedding, scale=time_scale,
                                                    num_freqs=max(1, model_channels // 2), two_time=two_time)
 
         def res_at(level): return resolution // 2 ** level
 
-        def ref(level): return res_at(level) if conv_kernel == 'physical' else None
-
-        def modes_at(level, use):
-            return min(int(fno_modes), res_at(level) // 2) if (use and fno_modes > 0) else None
-
-        min_hw = [2 ** (L - 1), 2 ** (L - 1)]  # smallest input H, W the spectral layers can hold
-
-        def block(cin, cout, level, use_fno):
-            m = modes_at(level, use_fno)
-            if m:   # SpectralConv2d needs H_l >= 2m and W_l//2+1 >= m at level l
-                min_hw[0] = max(min_hw[0], 2 ** level * 2 * m)
-                min_hw[1] = max(min_hw[1], 2 ** level * 2 * (m - 1))
-            return ResBlock(cin, cout, emb_dim, dropout, double_norm, m, ref(level))
+        def block(cin, cout, level, use_fno):   # modes strictly below the level's Nyquist frequency: m <= H_l / 2
+            m = min(int(fno_modes), res_at(level) // 2) if (use_fno and fno_modes > 0) else None
+            return ResBlock(cin, cout, emb_dim, dropout, double_norm, m)
 
         def attn(level):
-            return AttentionBlock(ch, num_heads) if res_at(level) in attention_resolutions else nn.Identity()
+            return AttentionBlock(ch, num_heads) if res_at(level) in attention_resolutions else NoAttention()
 
-        self.input_conv = conv3x3(in_channels, model_channels, ref(0))
+        self.input_conv = conv3x3(in_channels, model_channels)
         ch = model_channels
         skips = [ch]
         self.down = nn.ModuleList()  # entries: (ResBlock, attn) pairs or Downsample
@@ -203,7 +203,7 @@ class UNetModel(nn.Module):
                 self.down.append(nn.ModuleList([rb, attn(level)]))
                 skips.append(ch)
             if level != L - 1:
-                self.down.append(Downsample(ch, ref(level)))
+                self.down.append(Downsample(ch))
                 skips.append(ch)
         self.mid = nn.ModuleList([block(ch, ch, L - 1, fno_bottleneck), attn(L - 1),
                                   block(ch, ch, L - 1, fno_bottleneck)])
@@ -214,31 +214,25 @@ class UNetModel(nn.Module):
                 ch = mult * model_channels
                 self.up.append(nn.ModuleList([rb, attn(level)]))
             if level != 0:
-                self.up.append(Upsample(ch, ref(level - 1)))
+                self.up.append(Upsample(ch))
         assert not skips
-        k = 2 ** (L - 1)
-        self.min_size = tuple(-(-v // k) * k for v in min_hw)  # (min H, min W), multiples of 2**(L-1)
         self.out_norm = _norm(ch)
-        self.out_conv = conv3x3(ch, out_channels, ref(0))
+        self.out_conv = conv3x3(ch, out_channels)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
+
+    @property
+    def min_resolution(self) -> int:
+        "Smallest square input size this network runs at (`native`: 2 pixels at the coarsest level, for its norms)."
+        return 1 if self.grid_rule == 'multigrid' else 2 ** self.num_levels
 
     def _check(self, x: torch.Tensor):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"UNetModel expects x of shape [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
         k = 2 ** (self.num_levels - 1)
-        if x.shape[-2] % k or x.shape[-1] % k:
-            raise ValueError(f"UNetModel with {self.num_levels} levels needs H and W divisible by {k}, "
-                             f"got {x.shape[-2]}x{x.shape[-1]}")
-        if x.shape[-2] < self.min_size[0] or x.shape[-1] < self.min_size[1]:
-            raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is smaller than this UNetModel's FNO layers allow "
-                             f"(min {self.min_size[0]}x{self.min_size[1]}: the Fourier modes of each level need "
-                             f"H_level >= 2*modes); build it with a smaller construction resolution or fno_modes")
-
-    @property
-    def min_resolution(self) -> int:
-        "Smallest square input size this network runs at (FNO modes and down-sampling levels permitting)."
-        return max(self.min_size)
+        if self.grid_rule == 'native' and (x.shape[-2] % k or x.shape[-1] % k):
+            raise ValueError(f"UNetModel with {self.num_levels} levels and grid_rule='native' needs H and W divisible "
+                             f"by {k}, got {x.shape[-2]}x{x.shape[-1]}")
 
     def forward(self, x: torch.Tensor, t, s=None) -> torch.Tensor:
         self._check(x)
@@ -249,24 +243,39 @@ class UNetModel(nn.Module):
                 raise ValueError("this UNetModel was built with two_time=False; it cannot take s")
             s = _batch_times(s, B, x, 's')
         emb = self.time_embed(t, s)
+        R0, (H, W) = self.resolution, x.shape[-2:]
+        if self.grid_rule == 'native' or (H, W) == (R0, R0):
+            return self._levels(x, emb, 1)
+        if H == W and H % R0 == 0:
+            return self._levels(x, emb, H // R0)
+        R = R0 * max(1, math.ceil(max(H, W) / R0))      # no sub-lattice: the next refined grid, resampled
+        return fourier_resample(self._levels(fourier_resample(x, (R, R)), emb, R // R0), (H, W))
+
+    def _levels(self, x: torch.Tensor, emb: torch.Tensor, refinement: int) -> torch.Tensor:
+        "The U-Net with its finest level on a grid `refinement` times finer than the construction grid."
         ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         run = (lambda f, *a: torch.utils.checkpoint.checkpoint(f, *a, use_reentrant=False)) if ckpt else \
               (lambda f, *a: f(*a))
-        h = self.input_conv(x)
+        s, level = refinement, 0
+        h = refined_conv(self.input_conv, x, s)
         hs = [h]
         for layer in self.down:
+            r = s if level == 0 else 1
             if isinstance(layer, nn.ModuleList):
-                h = run(layer[1], run(layer[0], h, emb))
-            else:
-                h = layer(h)
+                h = run(layer[1], run(layer[0], h, emb, r), r)
+            else:                                                   # the nodes go down to the next level
+                h, level = layer(h[..., ::s, ::s] if level == 0 else h), level + 1
             hs.append(h)
         h = run(self.mid[2], run(self.mid[1], run(self.mid[0], h, emb)), emb)
         for layer in self.up:
+            r = s if level == 0 else 1
             if isinstance(layer, nn.ModuleList):
-                h = run(layer[1], run(layer[0], torch.cat([h, hs.pop()], dim=1), emb))
-            else:
-                h = layer(h)
-        return self.out_conv(F.silu(self.out_norm(h)))
+                h = run(layer[1], run(layer[0], torch.cat([h, hs.pop()], dim=1), emb, r), r)
+            else:                                                   # back to the finest level's grid
+                h, level = layer(h), level - 1
+                if level == 0 and s > 1:
+                    h = fourier_resample(h, (h.shape[-2] * s, h.shape[-1] * s))
+        return refined_conv(self.out_conv, F.silu(refined_group_norm(self.out_norm, h, s)), s)
 
 
 def _batch_times(t, B: int, x: torch.Tensor, name: str) -> torch.Tensor:

@@ -27,14 +27,12 @@ from .config import load_config, stage_config, to_dict, ConfigError, NoctcmError
 from .utils.helpers import atomic_write_bytes, atomic_write_text, image_grid, load_checkpoint, to_uint8
 
 # %% auto 0
-__all__ = ['MODEL_STAGES', 'RESUME_SAFE_KEYS', 'HISTORY_FILES', 'LOSS_KEYS', 'MODEL_CHAINS', 'SECTIONS', 'stage_dir',
-           'stage_checkpoint', 'resolution_sizes', 'resize_images', 'real_images', 'resolution_classifier_meta',
-           'classifier_sizes', 'matching_classifier', 'resolution_classifier', 'train_resolution_classifiers',
-           'resolution_stage', 'stale_reason', 'teacher_changed', 'guard_run_dir', 'read_history', 'loss_series',
-           'write_csv', 'plot_loss_curves', 'plot_image_rows', 'plot_metric_vs_steps', 'sampling_trajectory',
-           'list_snapshots', 'select_snapshot', 'train_stage', 'classifier_stage', 'stage_command', 'run_chains',
-           'models_stage', 'evaluate_stage', 'summarize', 'fno_resolutions', 'report_stage', 'repo_root', 'as_list',
-           'notebook_config', 'main']
+__all__ = ['MODEL_STAGES', 'RESUME_SAFE_KEYS', 'HISTORY_FILES', 'LOSS_KEYS', 'SPREAD_MEASURES', 'MODEL_CHAINS', 'SECTIONS',
+           'stage_dir', 'stage_checkpoint', 'resolution_stage', 'resolution_figure', 'stale_reason', 'teacher_changed',
+           'guard_run_dir', 'read_history', 'loss_series', 'write_csv', 'plot_loss_curves', 'plot_image_rows',
+           'plot_metric_vs_steps', 'sampling_trajectory', 'list_snapshots', 'select_snapshot', 'train_stage',
+           'classifier_stage', 'stage_command', 'run_chains', 'models_stage', 'evaluate_stage', 'summarize',
+           'fno_resolutions', 'report_stage', 'repo_root', 'as_list', 'notebook_config', 'main']
 
 # %% ../nbs/17_report.ipynb
 MODEL_STAGES = ("teacher", "train", "distill")
@@ -52,198 +50,67 @@ def stage_checkpoint(cfg, stage: str) -> pathlib.Path:
     return stage_dir(cfg, stage) / "checkpoint.pt"
 
 # %% ../nbs/17_report.ipynb
-def resolution_sizes(cfg) -> list:
-    "[(scale, size)] of the `resolution` stage: `evaluation.resolution_scales` × `data.resolution`, rounded to the U-Net's divisor."
-    R0, div = int(cfg.data.resolution), 2 ** (len(cfg.model.channel_mult) - 1)
-    out = []
-    for s in cfg.evaluation.resolution_scales:
-        R = max(div, int(round(float(s) * R0 / div)) * div)
-        if R not in [r for _, r in out]: out.append((float(s), R))
+SPREAD_MEASURES = ("consistency", "incoherence", "fd_a", "confident_a", "fd_b", "fd_a_over_1x", "fd_b_over_bicubic")
+
+def _spread(tables: Sequence[dict], scales: Sequence[str]) -> dict:
+    "{scale: {measure: {mean, min, max}}} of the 1-step rows of `tables` (one `transfer` table per sampling seed)."
+    out = {}
+    for sc in scales:
+        rows = [t[sc]["1step"] for t in tables if sc in t and "1step" in t[sc]]
+        out[sc] = {m: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+                   for m in SPREAD_MEASURES if len(v := [r[m] for r in rows if m in r]) == len(rows) and v}
     return out
 
-def resize_images(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
-    "Float images in [-1, 1] to `size`² (anti-aliased when shrinking; 'bicubic' for the upsampling baseline), clamped."
-    x = torch.as_tensor(x).float()
-    if x.shape[-1] == size and x.shape[-2] == size: return x
-    aa = size < x.shape[-1]
-    y = torch.nn.functional.interpolate(x, size=(int(size), int(size)), mode=mode, align_corners=False, antialias=aa)
-    return y.clamp(-1, 1)
-
-def real_images(cfg, split: str, size: int):
-    "uint8 images and labels of `split` at `size` (the prepared split at the training size, else rendered from the source)."
-    from noctcm.data.datasets import load_dataset, load_prepared
-    if int(size) == int(cfg.data.resolution):
-        ds = load_prepared(cfg.paths.prepared, split)
-    else:
-        ds = load_dataset({**OmegaConf.to_container(cfg.data, resolve=True), "resolution": int(size)}, split, cfg.data.root)
-    return ds.images, ds.labels
-
-# %% ../nbs/17_report.ipynb
-def resolution_classifier_meta(cfg, size: int, train_images) -> dict:
-    """What the judge-(b) classifier at `size` is trained from: saved in its file, and a file is reused only when this
-    matches (dataset, size, `evaluation.resolution_classifier_steps`, `training.seed`, the real images' sha256)."""
-    return {"dataset": str(cfg.data.name), "resolution": int(size), "steps": int(cfg.evaluation.resolution_classifier_steps),
-            "seed": int(cfg.training.seed),
-            "images_sha256": hashlib.sha256(torch.as_tensor(train_images).contiguous().numpy().tobytes()).hexdigest()}
-
-def classifier_sizes(cfg) -> list:
-    """The sizes the `resolution` stage needs a judge-(b) classifier at: every size of `resolution_sizes` except the
-    training one that the model can sample at (`min_resolution` of the backbone `model.*` builds); none unless the
-    features are the domain classifier's."""
-    from noctcm.generate import resolve_feature_extractor
-    from noctcm.models.consistency_model import build_model
-    if resolve_feature_extractor(cfg) != "domain": return []
-    R0 = int(cfg.data.resolution)
-    min_size = build_model(cfg).min_resolution or 0
-    return [R for _, R in resolution_sizes(cfg) if R != R0 and R >= min_size]
-
-def matching_classifier(path, meta: dict):
-    "The classifier saved at `path` when it exists, loads and was trained from `meta`; otherwise None."
-    from noctcm.utils import metrics as M
-    path = pathlib.Path(path)
-    if not path.is_file(): return None
-    try: clf = M.load_classifier(path)
-    except NoctcmError: return None
-    return clf if all(clf.meta.get(k) == v for k, v in meta.items()) else None
-
-def resolution_classifier(cfg, size: int, path, train_images, train_labels, test=None, reuse_any: bool = False):
-    """`(classifier, test accuracy or None)`: the judge-(b) classifier at `size` from `path` when it was trained from
-    the same settings (`reuse_any`: whatever `path` holds), else trained on the real images and saved there with its
-    `resolution_classifier_meta` (then the accuracy on `test` = (images, labels), default the real test split)."""
-    from noctcm.utils import metrics as M
-    meta = resolution_classifier_meta(cfg, size, train_images)
-    clf = M.load_classifier(path) if reuse_any and pathlib.Path(path).is_file() else matching_classifier(path, meta)
-    if clf is not None: return clf, None
-    test_images, test_labels = test if test is not None else real_images(cfg, "test", size)
-    clf, acc = M.train_domain_classifier(train_images, train_labels, steps=meta["steps"], seed=meta["seed"],
-                                         test_images=test_images, test_labels=test_labels)
-    M.save_classifier(clf, path, test_accuracy=float(acc), **meta)
-    return clf, float(acc)
-
-def train_resolution_classifiers(cfg, classifier_dir="models/resolution", progress: bool = True) -> list:
-    """Train the judge-(b) classifiers (`classifier_<R>px.pt` for R in `classifier_sizes`) into `classifier_dir`,
-    skipping files already trained from the same settings and deleting files of sizes no longer needed. They depend
-    on real data only, so the `models` stage trains them beside the consistency models (on the core the `train` run
-    leaves free) and the `resolution` stage loads them. Returns the paths."""
-    say = (lambda *a: print("[classifiers]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
-    classifier_dir = pathlib.Path(classifier_dir)
-    classifier_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for R in classifier_sizes(cfg):
-        path = classifier_dir / f"classifier_{R}px.pt"
-        _, acc = resolution_classifier(cfg, R, path, *real_images(cfg, "train", R))
-        say(f"{R}px classifier: up to date ({path})" if acc is None else f"{R}px classifier: test accuracy {acc:.4f} -> {path}")
-        paths.append(path)
-    for stale in set(classifier_dir.glob("classifier_*px.pt")) - set(paths): stale.unlink()
-    return paths
-
-
-# %% ../nbs/17_report.ipynb
 def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/resolution", classifier_dir="models/resolution",
-                     selection="results/selection.json", stages: Sequence[str] = ("train", "distill"),
+                     selection="results/selection.json", stages: Sequence[str] = ("train", "distill"), seeds: int = 3,
                      progress: bool = True, reuse_classifiers: bool = False) -> dict:
-    """Sample every consistency model at several sizes and score it with judges (a) and (b) (see above); write JSON +
-    figure. The judge-(b) classifiers come from `classifier_dir` when trained from the same settings (the `models`
-    stage trains them), else are trained here; `reuse_classifiers`: load any `classifier_<R>px.pt` present (ablation
-    runs sharing them)."""
-    from noctcm.generate import resolve_feature_extractor
-    from noctcm.utils import metrics as M
+    """Sample every consistency model at several sizes and measure the transfer (`noctcm.resolution.transfer`) for the
+    main seed and, at the integer refinements, `seeds - 1` more; write the JSON, CSV and figure."""
+    from noctcm import resolution as RS
     from noctcm.utils.helpers import get_device
     say = (lambda *a: print("[resolution]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
-    dev = get_device(cfg.training.device)
-    ev, R0, n, seed = cfg.evaluation, int(cfg.data.resolution), int(cfg.evaluation.num_samples), int(cfg.sampling.seed)
-    fe = resolve_feature_extractor(cfg)
-    domain = fe == "domain"
-    sizes = resolution_sizes(cfg)
+    dev, n, seed = get_device(cfg.training.device), int(cfg.evaluation.num_samples), int(cfg.sampling.seed)
+    sizes, R0 = RS.resolution_sizes(cfg), int(cfg.data.resolution)
+    whole = [(s, R) for s, R in sizes if R > R0 and R % R0 == 0]
     sel = json.loads(pathlib.Path(selection).read_text()) if selection and pathlib.Path(selection).is_file() else {}
-    classifier_dir, figure_dir = pathlib.Path(classifier_dir), pathlib.Path(figure_dir)
-    figure_dir.mkdir(parents=True, exist_ok=True)
-    base_clf = M.load_classifier(ev.classifier_checkpoint) if domain else None
-    train0, _ = real_images(cfg, "train", R0)
-
-    # reference statistics (the real split at each size, in each classifier's features) are computed once per stage
-    # run and reused by every FD against them: a cache keyed by the images' and the classifier's fingerprints
-    cache = tempfile.TemporaryDirectory(prefix="noctcm-resolution-")
-
-    def fd(images, ref, clf):
-        r = M.compute_metrics(images, ref, metrics=["fid"], feature_extractor=fe, feature_weights=ev.feature_weights,
-                              classifier=clf, batch_size=int(ev.batch_size), device=dev, cache_dir=cache.name)
-        return float(r["fid"])
-
-    def judge_a(x):   # at the training size, the evaluate stage's classifier
-        u8 = to_uint8(resize_images(x, R0))
-        out = {"fd_a": fd(u8, train0, base_clf)}
-        if base_clf is not None: out["confident_a"] = M.classifier_confidence(u8, base_clf)["confident_frac"]
-        return out
-
-    models = {}
-    for st in stages:
-        p = pathlib.Path(sel.get(st, {}).get("chosen", stage_checkpoint(cfg, st)))
-        if p.is_file(): models[st] = _load(p, dev)
-        else: say(f"{st}: no checkpoint at {p}, skipped")
-    res, rows, lift_rows = {"real": {}}, [], []
-    one_x = {(st, int(k)): _cm_samples(m, cfg, n, int(k), seed, dev) for st, m in models.items() for k in ev.steps}
-    for scale, R in sizes:
-        tag = f"{scale:g}x"
-        samples = {}   # (stage, k) -> samples at R; a size no model can run at gets no classifier and no row
-        for st, model in models.items():
-            for k in ev.steps:
-                k = int(k)
-                try:
-                    samples[(st, k)] = one_x[(st, k)] if R == R0 else _cm_samples(model, cfg, n, k, seed, dev, resolution=R)
-                except Exception as e:
-                    say(f"{st}: cannot sample {k}-step at {R}px ({type(e).__name__}: {e})")
-        if not samples and R != R0:
-            res.setdefault("skipped", {})[tag] = f"{R}px: no model can sample at this size"
-            continue
-        train_R, labels_R = real_images(cfg, "train", R)
-        test_R, test_labels_R = real_images(cfg, "test", R)
-        clf = base_clf
-        if domain and R != R0:
-            path = classifier_dir / f"classifier_{R}px.pt"
-            clf, acc = resolution_classifier(cfg, R, path, train_R, labels_R, (test_R, test_labels_R), reuse_any=reuse_classifiers)
-            say(f"{R}px classifier: {path} (test accuracy {clf.test_accuracy})" if acc is None else
-                f"{R}px classifier: trained here (no up-to-date {path}), test accuracy {acc:.4f}")
-            res.setdefault("classifier_accuracy", {})[tag] = float(getattr(clf, "test_accuracy", float("nan")))
-        idx = torch.randperm(len(test_R), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-        res["real"][tag] = {"size": R, "fd_b": fd(test_R[idx], train_R, clf)}
-        for st, model in models.items():
-            r = res.setdefault(st, {}).setdefault(tag, {"size": R})
-            for k in ev.steps:
-                k = int(k)
-                if (st, k) not in samples: continue
-                x = samples[(st, k)]
-                r[f"{k}step"] = dict(judge_a(x), fd_b=fd(to_uint8(x), train_R, clf))
-                r[f"bicubic_{k}step"] = {"fd_b": fd(to_uint8(resize_images(one_x[(st, k)], R, "bicubic")), train_R, clf)}
-                if k >= 2 and R == 2 * R0:   # lift: first step at the training size, the rest at R (same seeds)
-                    xl = _cm_samples(model, cfg, n, k, seed, dev, resolution=R, lift=True)
-                    r[f"lift_{k}step"] = dict(judge_a(xl), fd_b=fd(to_uint8(xl), train_R, clf))
-                    if k == 2: lift_rows.append((st, scale, R, xl[:8]))
-                if k == 1: rows.append((st, scale, R, x[:8]))
-            say(f"{st} {tag} ({R}px): {r}")
-    # figure: 1-step samples of every model at every size (same seeds), the bicubic baseline and real data at 2x
-    Rmax = max(R for _, R in sizes)
-    up = lambda x: torch.nn.functional.interpolate(torch.as_tensor(x).float(), size=(Rmax, Rmax), mode="nearest")
-    fig_rows = [(f"{st} {R}px", up(x)) for st, _, R, x in rows]
-    fig_rows += [(f"{st} {R}px lift", up(x)) for st, _, R, x in lift_rows if abs(_ - 2.0) < 1e-9]
-    two = [R for s, R in sizes if abs(s - 2.0) < 1e-9]
-    if two and models:
+    judges = RS.Judges(cfg, classifier_dir, dev, reuse_classifiers, log=say)
+    res = {"controls": RS.controls(judges, sizes, n, seed)}
+    say(f"controls: {res['controls']}")
+    models = {st: _load(p, dev) for st in stages
+              if (p := pathlib.Path(sel.get(st, {}).get("chosen", stage_checkpoint(cfg, st)))).is_file()}
+    for st, model in models.items():
+        res[st] = RS.transfer(model, cfg, judges, sizes, [int(k) for k in cfg.evaluation.steps], seed, n, dev)
+        more = [RS.transfer(model, cfg, judges, [(1.0, R0)] + whole, (1,), seed + i, n, dev) for i in range(1, seeds)]
+        res[st]["spread"] = _spread([res[st]] + more, [f"{s:g}x" for s, _ in whole])
+        say(f"{st}: {json.dumps(res[st]['spread'])}")
+    res["classifier_accuracy"] = {f"{R}px": a for R, a in judges.accuracy.items()}
+    judges.close()
+    figure_dir = pathlib.Path(figure_dir)
+    if models:
         st = "distill" if "distill" in models else next(iter(models))
-        fig_rows.append((f"{st} {R0}px→{two[0]} bicubic", up(resize_images(one_x[(st, 1)][:8], two[0], "bicubic"))))
-        fig_rows.append((f"real {two[0]}px", up(real_images(cfg, "test", two[0])[0][:8].float() / 127.5 - 1)))
-    written = []
-    if fig_rows:
-        written.append(plot_image_rows(fig_rows, figure_dir / "resolutions.png",
-                                       f"1-step samples at several sizes from weights trained at {R0}px", 8))
-    csv_rows = [(st, tag, r["size"], k, v.get("fd_a"), v.get("confident_a"), v.get("fd_b"))
-                for st in list(models) + ["real"] for tag, r in res.get(st, {}).items()
-                for k, v in (r.items() if st != "real" else [("real", r)]) if isinstance(v, dict)]
-    write_csv(figure_dir / "resolution.csv", {c: [row[i] for row in csv_rows] for i, c in
-                                              enumerate(["model", "scale", "size", "sampler", "fd_a", "confident_a", "fd_b"])})
-    payload = {"resolution": res}
-    atomic_write_text(json.dumps(payload, indent=1) + "\n", out)
-    cache.cleanup()
-    return payload
+        _savefig(resolution_figure(models[st], cfg, sizes, seed, dev, judges, st), figure_dir / "resolutions.png")
+    write_csv(figure_dir / "resolution.csv", _resolution_columns(res))
+    atomic_write_text(json.dumps({"resolution": res}, indent=1) + "\n", out)
+    return {"resolution": res}
+
+def resolution_figure(model, cfg, sizes, seed, device, judges, name, rows: int = 6):
+    "1-step samples of `model` at every size (same seeds down), the bicubic 2x baseline and real digits at 2x."
+    from noctcm import resolution as RS
+    R0 = int(cfg.data.resolution)
+    xs = {R: RS._samples(model, cfg, rows, 1, seed, device, resolution=R) for _, R in sizes}
+    cols = [(f"{R} px" + (" (train)" if R == R0 else ""), xs[R]) for _, R in sizes]
+    if 2 * R0 in xs:
+        cols += [(f"bicubic {2 * R0}", RS.bicubic(xs[R0], 2 * R0)), (f"real {2 * R0}", judges.real("test", 2 * R0)[:rows].float() / 127.5 - 1)]
+    return RS.resolution_grid(cols, rows, f"{name}: 1-step samples, the same seeds at every size (trained at {R0} px)")
+
+def _resolution_columns(res: dict) -> dict:
+    "The table behind the CSV: one row per model, size and sampler."
+    rows = [(st, sc, r["size"], k, v.get("consistency"), v.get("fd_a"), v.get("confident_a"), v.get("fd_b"))
+            for st, t in res.items() if st not in ("classifier_accuracy",)
+            for sc, r in t.items() if sc != "spread"
+            for k, v in ([("real", r)] if st == "controls" else [(k, v) for k, v in r.items() if isinstance(v, dict)])]
+    names = ["model", "scale", "size", "sampler", "consistency", "fd_a", "confident_a", "fd_b"]
+    return {c: [row[i] for row in rows] for i, c in enumerate(names)}
 
 # %% ../nbs/17_report.ipynb
 def _flat(d, prefix=""):
@@ -837,6 +704,7 @@ def main(argv=None) -> int:
             return models_stage(args.config or ["params.yaml"], args.overrides, jobs=args.jobs, models_dir=args.out)
         elif args.cmd == "resolution-classifiers":
             if int(cfg.training.num_threads) > 0: torch.set_num_threads(int(cfg.training.num_threads))
+            from noctcm.resolution import train_resolution_classifiers
             train_resolution_classifiers(cfg, args.out)
         elif args.cmd == "classifier":
             info = classifier_stage(cfg, args.out, args.metrics)

@@ -132,9 +132,11 @@ def _check_metrics_file(work):
     r = json.loads((work / "results" / "resolution.json").read_text())["resolution"]
     for model in ("train", "distill"):
         for tag in ("1x", "2x"):
-            assert r[model][tag]["1step"]["fd_a"] >= 0 and "fd_b" in r[model][tag]["bicubic_1step"], (model, tag)
-        assert "lift_2step" in r[model]["2x"]
-    assert r["real"]["2x"]["size"] == 16
+            assert r[model][tag]["1step"]["fd_a"] >= 0 and 0 <= r[model][tag]["1step"]["consistency"] < 1, (model, tag)
+        assert r[model]["1x"]["1step"]["consistency"] == 0 and "fd_b" in r[model]["2x"]["bicubic_1step"]
+        assert "lift_2step" in r[model]["2x"] and "incoherence" in r[model]["2x"]["1step"]
+        assert {"mean", "min", "max"} <= set(r[model]["spread"]["2x"]["consistency"])
+    assert r["controls"]["2x"]["size"] == 16 and r["controls"]["2x"]["fd_b"] >= 0
 
 
 def _check_up_to_date_then_only_downstream_reruns(work):

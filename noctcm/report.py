@@ -632,6 +632,7 @@ def evaluate_stage(cfg, out="results/metrics.json", samples_dir="results/samples
     say = (lambda *a: print("[evaluate]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
     score = _Scorer(cfg, device=dev)
     samples_dir = pathlib.Path(samples_dir); samples_dir.mkdir(parents=True, exist_ok=True)
+    zoom = max(1, 64 // int(cfg.data.resolution))      # grids drawn 4x (16 px) / 2x (32 px), nearest neighbour
     test = score.refs["test"]
     idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n].sort().values
     res, sel = {"real_test": dict(score(test[idx]), num_samples=int(len(idx)))}, {}
@@ -657,11 +658,11 @@ def evaluate_stage(cfg, out="results/metrics.json", samples_dir="results/samples
             k, row = next(iter(r.items()))
             name = f"{cfg.sampling.teacher_solver}{k}"
             rows = {name: _numbers(row)}
-            save_image_grid(_teacher_samples(model, cfg, min(grid, n), seed, dev)[0], samples_dir / f"teacher_{name}.png")
+            save_image_grid(_teacher_samples(model, cfg, min(grid, n), seed, dev)[0], samples_dir / f"teacher_{name}.png", scale=zoom)
         else:
             rows = {f"{k}step": _numbers(row) for k, row in r.items()}
             for k in ev.steps:
-                save_image_grid(_cm_samples(model, cfg, min(grid, n), int(k), seed, dev), samples_dir / f"{stage}_{int(k)}step.png")
+                save_image_grid(_cm_samples(model, cfg, min(grid, n), int(k), seed, dev), samples_dir / f"{stage}_{int(k)}step.png", scale=zoom)
         res[stage] = dict(rows, checkpoint_step=sel[stage]["step"])
         say(f"{stage}: {res[stage]}")
     res["summary"] = summarize(res)

@@ -62,12 +62,30 @@ def _asis_markdown(outputs) -> str:
     return "\n\n".join(p for p in parts if p.strip())
 
 
-def quarto_to_plain(src, dst, description=None):
+def title_cell(nb_path, fm) -> tuple:
+    """(description, prose) of a notebook's first Markdown cell. nbdev reads that cell as front matter (`# title`,
+    the first `>` line as description, `- key: value`) and drops the whole cell from the docs, prose included;
+    here the description is the whole `>` block and the prose stays on the page."""
+    cells = json.loads(pathlib.Path(nb_path).read_text())["cells"] if pathlib.Path(nb_path).is_file() else []
+    if not cells or cells[0]["cell_type"] != "markdown": return None, ""
+    text = "".join(cells[0]["source"])
+    if not re.search(r"^#\s+\S", text, re.M): return None, ""
+    text = re.sub(r"^#\s+.*\n?", "", text, count=1, flags=re.M)
+    desc, m = None, re.search(r"^(>.*(\n|$))+", text, re.M)
+    if m:
+        desc = " ".join(l.lstrip(">").strip() for l in m[0].splitlines())
+        text = text[:m.start()] + text[m.end():]
+    text = re.sub(r"^-\s+(\S+):.*(\n|$)", lambda b: "" if b[1] in fm else b[0], text, flags=re.M)
+    return desc, text.strip()
+
+
+def quarto_to_plain(src, dst, description=None, prose=""):
     "What Quarto does with nbdev's _proc notebooks, for pandoc: apply `#| echo/output/include` and drop the directives."
     nb = json.loads(pathlib.Path(src).read_text())
     cells = []
     md = lambda i, text: cells.append({"cell_type": "markdown", "id": f"c{i}", "metadata": {}, "source": text})
     if description: md("d", f"::: {{.description}}\n{description}\n\n:::")
+    if prose: md("p", prose)
     for i, c in enumerate(nb["cells"]):
         text = "".join(c["source"] or "")
         if c["cell_type"] == "raw": continue                                     # front matter: the title is passed
@@ -207,7 +225,8 @@ def main() -> int:
                 cfg.get("doc_host", "").rstrip("/") + "/" + cfg.get("doc_baseurl", "").strip("/") + "/")
     for nb in nbs:
         plain = PROC / f"_plain_{nb.stem}.ipynb"
-        quarto_to_plain(nb, plain, fms[nb.stem].get("description"))
+        desc, prose = title_cell(ROOT / "nbs" / nb.name, fms[nb.stem])
+        quarto_to_plain(nb, plain, desc or fms[nb.stem].get("description"), prose)
         render(nb, f"{nb.stem}.html", "ipynb+fenced_divs+link_attributes+header_attributes", titles[nb.stem], titles, ROOT / "nbs", plain)
         plain.unlink()
         site.fix_links(OUT / f"{nb.stem}.html", ROOT / "nbs")

@@ -293,27 +293,23 @@ def plot_metric_vs_steps(metrics: dict, path=None, metric: str = "fd", reference
 @torch.no_grad()
 def sampling_trajectory(model, n: int = 8, steps: int = 2, t_mid=(1.1,), seed: int = 0, resolution: int | None = None,
                         channels: int | None = None, t_max: float = math.pi / 2):
-    "[(label, images)] of k-step sampling: noise z, then each step's input x_t and output f(x_t, t)."
-    from noctcm.trigflow import consistency_sampling, t_mids_for_steps
-    sigma_d = float(getattr(model, "sigma_d", 0.5))
+    """[(label, images)] of k-step sampling: each step's input x_t (the first is the noise z) and output f(x_t, t).
+    It runs `generate.generate` with a recording model, so the draws are the grid's: the last row is exactly the first
+    `n` samples of `generate(model, N, steps, t_mid, seed=seed)` for any N >= n."""
+    from noctcm.generate import generate
     C = int(channels or getattr(model, "channels", None) or getattr(model, "in_channels", 1))
     R = int(resolution or getattr(model, "resolution", None) or 16)
-    p = next(iter(model.parameters()), None)
-    dev, dt = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
-    g = torch.Generator().manual_seed(int(seed))
-    noise = getattr(model, "noise", None)
-    z = (noise((n, C, R, R), g, dtype=dt) if noise is not None else sigma_d * torch.randn(n, C, R, R, generator=g, dtype=dt)).to(dev)
     rows = []
-    def f(x, t):
-        y = model(x, t)
-        tv = float(t[0])
-        rows.append((f"x_t, t={tv:.3f}", x.detach().float().cpu()))
-        rows.append((f"f(x_t, {tv:.3f})", y.detach().float().cpu()))
-        return y
-    was = model.training; model.eval()
-    noise_fn = (lambda shape, gen, device, dtype: noise(shape, gen, dtype=dtype).to(device)) if noise is not None else None
-    try: consistency_sampling(f, z, t_max, t_mids_for_steps(steps, t_mid, t_max), generator=g, sigma_d=sigma_d, noise=noise_fn)
-    finally: model.train(was)
+    class _Recording(torch.nn.Module):
+        def __init__(self):
+            super().__init__(); self.m, self.noise, self.training = model, getattr(model, "noise", None), model.training
+            if hasattr(model, "sigma_d"): self.sigma_d = model.sigma_d
+        def forward(self, x, t):
+            y = self.m(x, t); tv = float(t[0])
+            rows.append((f"x_t, t={tv:.3f}", x.detach().float().cpu()))
+            rows.append((f"f(x_t, {tv:.3f})", y.detach().float().cpu()))
+            return y
+    generate(_Recording(), n, int(steps), t_mid, t_max, resolution=R, channels=C, seed=int(seed), progress=False)
     return rows
 
 # %% ../nbs/17_report.ipynb
@@ -503,6 +499,7 @@ def evaluate_stage(cfg, out="results/metrics.json", samples_dir="results/samples
     say = (lambda *a: print("[evaluate]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
     score = _Scorer(cfg, device=dev)
     samples_dir = pathlib.Path(samples_dir); samples_dir.mkdir(parents=True, exist_ok=True)
+    zoom = max(1, 64 // int(cfg.data.resolution))      # grids drawn 4x (16 px) / 2x (32 px), nearest neighbour
     test = score.refs["test"]
     idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n].sort().values
     res, sel = {"real_test": dict(score(test[idx]), num_samples=int(len(idx)))}, {}
@@ -528,11 +525,11 @@ def evaluate_stage(cfg, out="results/metrics.json", samples_dir="results/samples
             k, row = next(iter(r.items()))
             name = f"{cfg.sampling.teacher_solver}{k}"
             rows = {name: _numbers(row)}
-            save_image_grid(_teacher_samples(model, cfg, min(grid, n), seed, dev)[0], samples_dir / f"teacher_{name}.png")
+            save_image_grid(_teacher_samples(model, cfg, min(grid, n), seed, dev)[0], samples_dir / f"teacher_{name}.png", scale=zoom)
         else:
             rows = {f"{k}step": _numbers(row) for k, row in r.items()}
             for k in ev.steps:
-                save_image_grid(_cm_samples(model, cfg, min(grid, n), int(k), seed, dev), samples_dir / f"{stage}_{int(k)}step.png")
+                save_image_grid(_cm_samples(model, cfg, min(grid, n), int(k), seed, dev), samples_dir / f"{stage}_{int(k)}step.png", scale=zoom)
         res[stage] = dict(rows, checkpoint_step=sel[stage]["step"])
         say(f"{stage}: {res[stage]}")
     res["summary"] = summarize(res)

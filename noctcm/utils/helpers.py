@@ -220,10 +220,11 @@ def image_grid(images, nrow: int | None = None, pad_value: int = 0) -> np.ndarra
         grid[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = arr[i]
     return grid
 
-def save_image_grid(images, path, nrow: int | None = None, pad_value: int = 0) -> pathlib.Path:
-    "Write `image_grid(images, nrow)` as a PNG (grayscale or RGB), atomically."
+def save_image_grid(images, path, nrow: int | None = None, pad_value: int = 0, scale: int = 1) -> pathlib.Path:
+    "Write `image_grid(images, nrow)` as a PNG (grayscale or RGB), atomically; `scale` > 1 draws each pixel `scale` x `scale`."
     from PIL import Image
     g = image_grid(images, nrow, pad_value)
+    if int(scale) > 1: g = np.repeat(np.repeat(g, int(scale), 0), int(scale), 1)  # nearest neighbour: no blur
     img = Image.fromarray(np.ascontiguousarray(g[:, :, 0]) if g.shape[2] == 1 else g)  # uint8: 2-D -> L, HxWx3 -> RGB
     buf = io.BytesIO()
     img.save(buf, format="PNG")

@@ -295,14 +295,18 @@ def sampling_trajectory(model, n: int = 8, steps: int = 2, t_mid=(1.1,), seed: i
                         channels: int | None = None, t_max: float = math.pi / 2):
     """[(label, images)] of k-step sampling: each step's input x_t (the first is the noise z) and output f(x_t, t).
     It runs `generate.generate` with a recording model, so the draws are the grid's: the last row is exactly the first
-    `n` samples of `generate(model, N, steps, t_mid, seed=seed)` for any N >= n."""
+    `n` samples of `generate(model, N, steps, t_mid, seed=seed)` for any N >= n (rows shown as `SamplingGrid.present`
+    shows the samples: pixel centres on a finer grid, resized on a coarser one)."""
     from noctcm.generate import generate
+    from noctcm.grids import SamplingGrid
     C = int(channels or getattr(model, "channels", None) or getattr(model, "in_channels", 1))
     R = int(resolution or getattr(model, "resolution", None) or 16)
+    grid = SamplingGrid(int(getattr(model, "resolution", None) or R), R)
     rows = []
     class _Recording(torch.nn.Module):
         def __init__(self):
             super().__init__(); self.m, self.noise, self.training = model, getattr(model, "noise", None), model.training
+            self.resolution = grid.construction
             if hasattr(model, "sigma_d"): self.sigma_d = model.sigma_d
         def forward(self, x, t):
             y = self.m(x, t); tv = float(t[0])
@@ -310,7 +314,7 @@ def sampling_trajectory(model, n: int = 8, steps: int = 2, t_mid=(1.1,), seed: i
             rows.append((f"f(x_t, {tv:.3f})", y.detach().float().cpu()))
             return y
     generate(_Recording(), n, int(steps), t_mid, t_max, resolution=R, channels=C, seed=int(seed), progress=False)
-    return rows
+    return [(label, grid.present(x)) for label, x in rows]
 
 # %% ../nbs/17_report.ipynb
 def list_snapshots(run_dir) -> list:
@@ -557,9 +561,11 @@ def summarize(res: dict, metric: str = "fid") -> dict:
 
 # %% ../nbs/17_report.ipynb
 def fno_resolutions(cfg) -> list:
-    "Sizes to sample an FNO model at: R/2, R, 2R, 4R, where the U-Net's downsampling and the Fourier modes allow."
-    R = int(cfg.data.resolution); div = 2 ** (len(cfg.model.channel_mult) - 1)
-    return [r for r in sorted({R // 2, R, 2 * R, 4 * R}) if r >= 2 * int(cfg.model.fno_modes) and r % div == 0]
+    "Sizes to offer for sampling: 0.5x-4x the training size R (`native` grid rule: where the U-Net's levels can halve)."
+    R, L = int(cfg.data.resolution), len(cfg.model.channel_mult)
+    sizes = sorted({max(1, R // 2), R, 3 * R // 2, 2 * R, 3 * R, 4 * R})
+    if str(cfg.model.grid_rule) == "native": sizes = [r for r in sizes if r % 2 ** (L - 1) == 0 and r >= 2 ** L]
+    return sizes
 
 def report_stage(cfg, metrics="results/metrics.json", selection="results/selection.json", out="results/plots",
                  stages: Sequence[str] = MODEL_STAGES, n: int = 16) -> list:

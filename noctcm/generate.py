@@ -144,13 +144,16 @@ def generate(model, num_samples: int, num_steps: int = 1, t_mid=None, t_max: flo
 def generate_teacher(model, num_samples: int, solver: str = "heun", steps: int = 18, t_max: float | None = None,
                      resolution: int | None = None, seed: int = 0, batch_size: int = 256, device=None,
                      progress: bool = True, channels: int | None = None, start_index: int = 0):
-    "PF-ODE samples `[N, C, R, R]` (float32, CPU) of a diffusion model via `model.velocity(x_t, t)`; returns `(x, nfe)`."
+    """PF-ODE samples `[N, C, R, R]` (float32, CPU) of a diffusion model via `model.velocity(x_t, t)`; returns `(x, nfe)`.
+    The noise is drawn on the construction grid and carried to R, as in `generate`."""
     _check_counts(num_samples, batch_size)
     if solver not in ("heun", "euler"): raise ValueError(f"solver must be 'heun' or 'euler', got {solver!r}")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"teacher steps must be an int >= 1, got {steps!r}")
     if not callable(getattr(model, "velocity", None)): raise TypeError("teacher sampling needs a model with .velocity(x_t, t)")
     C, R = _model_image_shape(model, resolution, channels)
+    grid = SamplingGrid(_construction_size(model, R), R)
+    R0 = grid.construction
     dev = _model_device(model, device)
     sigma_d = float(getattr(model, "sigma_d", SIGMA_D))
     noise = getattr(model, "noise", None)
@@ -161,9 +164,9 @@ def generate_teacher(model, num_samples: int, solver: str = "heun", steps: int =
     model.eval()
     try:
         for a, b, idx in _batches(num_samples, batch_size, start_index, progress, f"teacher {solver}-{steps}"):
-            z = sample_noise(seed, idx, (C, R, R), 0, sigma_d, dtype, noise).to(dev)
+            z = grid.carry(sample_noise(seed, idx, (C, R0, R0), 0, sigma_d, dtype, noise).to(dev))
             x, nfe = pf_ode_sampling(model.velocity, z, int(steps), solver, t_max, sigma_d=sigma_d)
-            out[a:b] = x.float().cpu()
+            out[a:b] = grid.present(x).float().cpu()
     finally:
         model.train(was_training)
     return out, nfe

@@ -65,7 +65,7 @@ def score(run_dir, out, name, seed, times):
     from noctcm.config import load_config
     from noctcm import resolution as RS
     from noctcm.models.consistency_model import load_model
-    cfg = load_config([run_dir / "params.yaml"], [f"paths.prepared={run_dir}/prepared", f"data.root={run_dir}/data",
+    cfg = load_config([ROOT / "params.yaml"], [f"paths.prepared={run_dir}/prepared", f"data.root={run_dir}/data",
                                                   f"evaluation.classifier_checkpoint={run_dir}/models/classifier/classifier.pt"])
     judges = RS.Judges(cfg, run_dir / "models" / "resolution", "cpu")
     model, mcfg = load_model(out / "distill" / "checkpoint.pt")

@@ -17,13 +17,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from .config import SamplingConfig, from_dict, load_config, to_dict
+from .config import SamplingConfig, check_t_mids, from_dict, load_config, to_dict
 from .trigflow import SIGMA_D, add_noise, pf_ode_sampling, t_mids_for_steps
 from .utils.helpers import (atomic_write_bytes, atomic_write_text, get_device, load_checkpoint,
                                   save_image_grid, to_uint8)
 
 # %% auto 0
-__all__ = ['EVAL_METRICS', 'sample_noise', 'resolve_t_mids', 'generate', 'generate_teacher', 'sample_to_dir',
+__all__ = ['EVAL_METRICS', 'sample_noise', 'resolve_t_mids', 'generate', 'generate_teacher', 'load_for_sampling', 'sample_to_dir',
            'resolve_feature_extractor', 'load_reference', 'evaluate_checkpoint']
 
 # %% ../nbs/14_generate.ipynb
@@ -99,14 +99,7 @@ def resolve_t_mids(num_steps: int, t_mid=None, t_max: float = math.pi / 2) -> tu
     "The k-1 intermediate times of `num_steps`-step sampling (t_mid None: the config default 1.1), checked decreasing."
     if t_mid is None: t_mid = SamplingConfig().t_mid
     if OmegaConf.is_config(t_mid): t_mid = OmegaConf.to_container(t_mid)
-    t_mids = t_mids_for_steps(num_steps, t_mid, t_max)
-    if not 0 < t_max <= math.pi / 2 + 1e-6: raise ValueError(f"t_max must be in (0, pi/2], got {t_max}")
-    prev = t_max
-    for tm in t_mids:
-        if not 0 < tm < prev:
-            raise ValueError(f"t_mid must decrease strictly inside (0, t_max={t_max:.4f}), got {list(t_mids)}")
-        prev = tm
-    return t_mids
+    return check_t_mids(t_mids_for_steps(num_steps, t_mid, t_max), t_max)
 
 @torch.no_grad()
 def generate(model, num_samples: int, num_steps: int = 1, t_mid=None, t_max: float = math.pi / 2,
@@ -171,7 +164,8 @@ def generate_teacher(model, num_samples: int, solver: str = "heun", steps: int =
     return out, nfe
 
 # %% ../nbs/14_generate.ipynb
-def _load(checkpoint, use_ema: bool, device):
+def load_for_sampling(checkpoint, use_ema: bool = True, device=None):
+    "`(model, cfg, device)`: a checkpoint's model (EMA weights by default) in eval mode on `device` (default auto)."
     from noctcm.models.consistency_model import load_model
     dev = get_device(device if device is not None else "auto")
     model, cfg = load_model(checkpoint, use_ema=use_ema, device=dev)
@@ -220,7 +214,7 @@ def sample_to_dir(checkpoint, out, num_samples: int = 64, num_steps: int = 1, t_
                   progress: bool = True, grid_max: int = 256) -> dict:
     """Sample a checkpoint; write `out/samples.png` (grid) and `out/samples.npz` (uint8 `images` + metadata).
     Returns the metadata plus `png`, `npz` paths, `seconds` and `images_per_s` (sampling only, no file I/O)."""
-    model, cfg, dev = _load(checkpoint, use_ema, device)
+    model, cfg, dev = load_for_sampling(checkpoint, use_ema, device)
     x, info = _run_sampler(model, cfg, num_samples, num_steps, t_mid, t_max, resolution, seed, batch_size, teacher,
                            solver, teacher_steps, dev, progress)
     u8 = to_uint8(x)
@@ -300,7 +294,7 @@ def evaluate_checkpoint(checkpoint, num_samples: int | None = None, num_steps=No
     cached by torch-fidelity under `cache_dir` ('auto': `$TORCH_HOME/fidelity_cache`; None: no cache) with names
     that hash the reference images and the feature extractor."""
     from noctcm.utils.metrics import compute_metrics, load_classifier
-    model, ckpt_cfg, dev = _load(checkpoint, use_ema, device)
+    model, ckpt_cfg, dev = load_for_sampling(checkpoint, use_ema, device)
     cfg = _eval_config(config, ckpt_cfg)
     ev = cfg.evaluation
     num_samples = int(_pick(num_samples, ev.num_samples))

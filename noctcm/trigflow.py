@@ -10,6 +10,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from .config import check_t_mids
+
 # %% auto 0
 __all__ = ['SIGMA_D', 'expand_t', 'add_noise', 'velocity_target', 't_from_sigma', 'sigma_from_t', 'edm_to_trigflow_x',
            'trigflow_to_edm_x', 'sample_time', 't_mids_for_steps', 'consistency_sampling', 'teacher_time_grid',
@@ -100,14 +102,7 @@ def consistency_sampling(f: Callable, z: torch.Tensor, t_max: float = math.pi / 
                          noise: Callable | None = None) -> torch.Tensor:
     """1 + len(t_mids) step consistency sampling: x = f(z, t_max); then x = f(cos t x + sin t z', t) per t in t_mids.
     `noise(shape, generator, device, dtype)` draws z' (default: white, `sigma_d * randn`)."""
-    t_mids = tuple(float(v) for v in t_mids)
-    if not 0 < t_max <= math.pi / 2 + 1e-6:
-        raise ValueError(f"t_max must be in (0, pi/2], got {t_max}")
-    prev = t_max
-    for tm in t_mids:
-        if not 0 < tm < prev:
-            raise ValueError(f"t_mids must decrease strictly inside (0, t_max={t_max}), got {t_mids}")
-        prev = tm
+    t_mids = check_t_mids(t_mids, t_max)
     B = z.shape[0]
     x = f(z, torch.full((B,), t_max, dtype=z.dtype, device=z.device))
     for tm in t_mids:

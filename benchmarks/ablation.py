@@ -1,7 +1,7 @@
 """The spectral-layer / noise / multi-resolution ablation of issue 9, one configuration per call.
 
-Runs exactly the commands of the DVC stages `teacher`, `distill`, `evaluate` and `resolution` (`python -m
-noctcm.report ...`, what `dvc exp run -S ...` runs), with the configuration's overrides, in `runs/<name>/`
+Runs exactly the commands of the DVC pipeline's `teacher` and `distill` runs and its `evaluate` and `resolution` stages
+(`noctcm stage ...`, what `dvc exp run -S ...` runs), with the configuration's overrides, in `runs/<name>/`
 (paths.models=runs/<name>), against the shared `prepared/` data and `models/classifier/` of the pipeline
 (run `dvc repro classifier` or `noctcm data fetch digits && dvc repro classifier` first). The `train` stage (sCT from
 scratch) is left out: the default model of the embedded job is the ECT student.
@@ -77,18 +77,16 @@ def one(name: str, extra=()):
     name = name + tag
     d = ROOT / "runs" / name
     d.mkdir(parents=True, exist_ok=True)
-    ov = confs[name] + [f"paths.models=runs/{name}"] + list(extra)
+    ov = confs[name] + [f"paths.models=runs/{name}", f"distillation.teacher_checkpoint=runs/{name}/teacher/checkpoint.pt"] + list(extra)
     log = d / "log.txt"
-    py = [sys.executable, "-m", "noctcm.report"]
+    py = [sys.executable, "-m", "noctcm.cli", "stage"]
     cfg = ["--config", "params.yaml"]
     from noctcm.config import load_config
     c = load_config(str(ROOT / "params.yaml"), ov)
     from noctcm.models.consistency_model import build_model
     params = sum(p.numel() for p in build_model(c).backbone.parameters())
-    t_teacher = run(py + ["train"] + cfg + ["--stage", "teacher", "--out", f"runs/{name}/teacher"] + ov, log)
-    t_distill = run(py + ["train"] + cfg + ["--stage", "distill", "--out", f"runs/{name}/distill",
-                                            "--teacher_checkpoint", f"runs/{name}/teacher/checkpoint.pt",
-                                            f"distillation.teacher_checkpoint=runs/{name}/teacher/checkpoint.pt"] + ov, log)
+    t_teacher = run(py + ["run", "teacher"] + cfg + ["--out", f"runs/{name}/teacher"] + ov, log)
+    t_distill = run(py + ["run", "distill"] + cfg + ["--out", f"runs/{name}/distill"] + ov, log)   # its teacher: the override above
     run(py + ["evaluate"] + cfg + ["--out", f"runs/{name}/metrics.json", "--samples", f"runs/{name}/samples",
                                    "--selection", f"runs/{name}/selection.json"] + ov, log)
     run(py + ["resolution"] + cfg + ["--out", f"runs/{name}/resolution.json", "--figures", f"runs/{name}/resolution",

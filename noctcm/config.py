@@ -382,6 +382,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict:
         node[parts[-1]] = value
     return out
 
+# %% ../nbs/00_config.ipynb
 def preset_dirs() -> list:
     "Where named presets live: `noctcm/presets/` in an installed wheel, `configs/` in a source checkout."
     here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
@@ -399,6 +400,7 @@ def preset_path(name: Union[str, Path]) -> Path:
         if (d / f"{p.stem}.yaml").is_file(): return d / f"{p.stem}.yaml"
     raise ConfigError(f"preset {str(name)!r} not found; shipped presets: {', '.join(list_presets()) or 'none'}")
 
+# %% ../nbs/00_config.ipynb
 def load_config(path: Union[str, Path, Sequence, None] = None, overrides: Sequence[str] = (),
                 presets: Sequence[Union[str, Path]] = ()) -> DictConfig:
     "Schema defaults ← config file(s) ← presets (paths or shipped names) ← `key=value` overrides; validated."

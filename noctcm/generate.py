@@ -285,6 +285,7 @@ def _cache_dir(cache_dir):
     if cache_dir == "auto": return pathlib.Path(torch.hub.get_dir()).parent / "fidelity_cache"
     return pathlib.Path(cache_dir)
 
+# %% ../nbs/14_generate.ipynb
 def evaluate_checkpoint(checkpoint, num_samples: int | None = None, num_steps=None, metrics=None, out=None, config=None,
                         teacher: bool = False, solver: str | None = None, t_mid=None, seed: int | None = None,
                         use_ema: bool = True, batch_size: int | None = None, device=None, reference_split: str = "train",

@@ -327,6 +327,9 @@ def validate(cfg: DictConfig) -> DictConfig:
             try: good = ok(plain)
             except Exception: good = False
             if not good: raise ConfigError(f"{key}: must be {what}; got {plain!r}")
+    spec = METHODS.get(cfg.training.objective) if "training" in cfg and "model" in cfg else None
+    if spec is not None and spec.two_time and not cfg.model.two_time:
+        raise ConfigError(f"training.objective={cfg.training.objective} needs a two-time model; set model.two_time=true")
     return cfg
 
 # %% ../nbs/00_config.ipynb

@@ -47,6 +47,7 @@ def test_help_through_python_m():
 @pytest.mark.parametrize("args, key", [(["config", "training.stepz=3"], "training.stepz"),
                                        (["config", "training.lr=-1"], "training.lr"),
                                        (["train", "training.objective=gan"], "training.objective"),
+                                       (["train", "training.objective=meanflow"], "model.two_time=true"),
                                        (["config", "--config", "missing.yaml"], "missing.yaml")])
 def test_bad_config_is_one_line_and_exit_2(args, key, capsys):
     assert main(args) == 2

@@ -153,8 +153,6 @@ def build_method(cfg, teacher=None, **kwargs):
     "The method of `cfg.training.objective`, its knobs bound from `cfg` (`kwargs`: e.g. SCT's `jvp`)."
     cfg = typed(cfg)
     name, spec = cfg.training.objective, METHODS[cfg.training.objective]
-    if spec.two_time and not cfg.model.two_time:
-        raise ConfigError(f"training.objective={name} needs a two-time model: set model.two_time=true")
     if spec.teacher == "required" and teacher is None:
         raise ConfigError(f"training.objective={name} needs a teacher: set distillation.teacher_checkpoint")
     return method_class(name)(cfg, teacher, **kwargs)

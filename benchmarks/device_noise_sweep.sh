@@ -8,10 +8,10 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD
 python3 -m noctcm.cli data fetch digits >>"$LOG" 2>&1
 python3 -m noctcm.cli data prepare --config params.yaml --out prepared >>"$LOG" 2>&1
-python3 -m noctcm.report classifier --config params.yaml --out models/classifier/classifier.pt --metrics results/classifier.json >>"$LOG" 2>&1 &
+python3 -m noctcm.cli stage classifier --config params.yaml --out models/classifier/classifier.pt --metrics results/classifier.json >>"$LOG" 2>&1 &
 python3 - >>"$LOG" 2>&1 <<'PY' &
 from noctcm.config import load_config
-from noctcm.report import real_images
+from noctcm.pipeline.resolution import real_images
 from noctcm.utils import metrics as M
 cfg = load_config("params.yaml")
 (tr, lab), (te, tl) = real_images(cfg, "train", 32), real_images(cfg, "test", 32)

@@ -30,11 +30,11 @@ PROTO="teacher.steps=1200 distillation.steps=800 training.checkpoint_every=200 e
 DEADLINE=${DEADLINE:-520}   # seconds after the start by which every ablation process is stopped (results so far are kept)
 taskset -c 2,3 python3 -m noctcm.cli data fetch digits >>"$LOG" 2>&1 || say "fetch FAILED"
 taskset -c 2,3 python3 -m noctcm.cli data prepare --config params.yaml --out prepared >>"$LOG" 2>&1 || say "prepare FAILED"
-taskset -c 2,3 python3 -m noctcm.report classifier --config params.yaml --out models/classifier/classifier.pt \
+taskset -c 2,3 python3 -m noctcm.cli stage classifier --config params.yaml --out models/classifier/classifier.pt \
   --metrics results/classifier.json >>"$LOG" 2>&1 || say "classifier FAILED"
 ( taskset -c 2,3 python3 - >>"$LOG" 2>&1 <<'EOF'
 from noctcm.config import load_config
-from noctcm.report import real_images
+from noctcm.pipeline.resolution import real_images
 from noctcm.utils import metrics as M
 cfg = load_config("params.yaml")
 (tr, lab), (te, tl) = real_images(cfg, "train", 32), real_images(cfg, "test", 32)

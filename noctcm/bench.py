@@ -22,15 +22,19 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .config import ArgumentError, load_config, run_main
+import dataclasses
+
+from .config import ArgumentError, load_config, run_main, typed
 from .models.consistency_model import build_model
-from .models.neural_operators import FourierConvBlock, SpectralConv2d, group_count, use_jvp_layers
+from .models.neural_operators import FourierConvBlock, SpectralConv2d, group_count
 from .training import losses as L
+from .training.distillation import TrigFlowTeacher
+from .training.methods import Draws, build_method
 from .trigflow import add_noise, pf_ode_sampling, sample_time, velocity_target
 
 # %% auto 0
-__all__ = ['SPECTRAL_CONFIGS', 'SPECTRAL_CONFIGS_QUICK', 'machine_info', 'interleaved_times', 'medians', 'fused_jvp_supported',
-           'objective_losses', 'make_step', 'build_bench_model', 'bench_steps', 'neuralop_available', 'neuralop_twin',
+__all__ = ['STEP_METHODS', 'SPECTRAL_CONFIGS', 'SPECTRAL_CONFIGS_QUICK', 'machine_info', 'interleaved_times', 'medians',
+           'method_losses', 'make_step', 'build_bench_model', 'bench_steps', 'neuralop_available', 'neuralop_twin',
            'parse_spectral_configs', 'bench_spectral', 'ConvBlock3x3', 'bench_fourier_block', 'bench_sampling',
            'saved_activation_bytes', 'step_memory', 'bench_memory', 'run_all', 'format_table', 'main']
 
@@ -111,141 +115,90 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast("cuda", dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
 
 
-def _batch(cfg, batch_size: int, device, seed: int = 0):
+def _batch(cfg, batch_size: int, device, seed: int = 0) -> torch.Tensor:
+    "A fixed batch of images in [-1, 1] of the configured shape."
     g = torch.Generator().manual_seed(seed)
     C, R = int(cfg.data.channels), int(cfg.data.resolution)
-    x0 = (torch.rand(batch_size, C, R, R, generator=g) * 2 - 1).to(device)
-    z = (torch.randn(batch_size, C, R, R, generator=g) * float(cfg.model.sigma_d)).to(device)
-    t = sample_time(batch_size, float(cfg.training.P_mean), float(cfg.training.P_std), generator=g).to(device)
-    return x0, z, t
+    return (torch.rand(batch_size, C, R, R, generator=g) * 2 - 1).to(device)
 
 
-def fused_jvp_supported() -> bool:
-    "Whether the library's `sct_loss` has the `jvp='fused'` mode (one dual forward pass with grad)."
-    import inspect
-    return "jvp" in inspect.signature(L.sct_loss).parameters
+STEP_METHODS = ("diffusion", "sct", "sct-fused", "scd", "ect")   # `sct-fused`: sCT with jvp='fused'
 
+def method_losses(cfg, model: nn.Module, teacher=None, names: Sequence = STEP_METHODS, seed: int = 0) -> dict:
+    """name -> `loss_fn(x0) -> (loss [B], stats)`: the training methods of the table, knobs from `cfg`, each call with
+    the same draws (past the tangent warm-up, so sCT's full tangent is timed)."""
+    c = typed(cfg)
+    step = max(c.training.tangent_warmup_steps, c.training.ect_stage_steps)
+    device = next(model.parameters()).device
+    def loss_of(name):
+        kw = {"jvp": "fused"} if name == "sct-fused" else {}
+        obj = name.split("-")[0]
+        method = build_method(dataclasses.replace(c, training=dataclasses.replace(c.training, objective=obj)), teacher, **kw)
+        return lambda x0: method(model, x0, Draws(torch.Generator(device).manual_seed(seed), len(x0), device=device), step)
+    return {name: loss_of(name) for name in names if name.split("-")[0] != "scd" or teacher is not None}
 
-def objective_losses(cfg, model: nn.Module, teacher: nn.Module | None = None) -> dict:
-    """name -> `loss_fn(x0, z, t) -> (loss [B], stats)` built from the library losses with the config's knobs
-    (`sct-fused`: `sct_loss(..., jvp='fused')` where the library has it)."""
-    tc = cfg.training
-    sct_kw = dict(tangent_norm=str(tc.tangent_norm), tangent_c=float(tc.tangent_c),
-                  adaptive=bool(tc.adaptive_weight), prior_weight=bool(tc.prior_weight))
-    fns = {"diffusion": lambda x0, z, t: L.diffusion_loss(model, x0, z, t, adaptive=bool(tc.adaptive_weight)),
-           "sct": lambda x0, z, t: L.sct_loss(model, x0, z, t, r=1.0, **sct_kw)}
-    if fused_jvp_supported():
-        fns["sct-fused"] = lambda x0, z, t: L.sct_loss(model, x0, z, t, r=1.0, jvp="fused", **sct_kw)
-    if teacher is not None:
-        def scd(x0, z, t):
-            with torch.no_grad():
-                dxdt = teacher.velocity(add_noise(x0, z, t), t).float()
-            return L.sct_loss(model, x0, z, t, r=1.0, dxdt=dxdt, **sct_kw)
-        fns["scd"] = scd
-    c = 0.0 if tc.huber_c is None else float(tc.huber_c)
-    fns["ect"] = lambda x0, z, t: L.ect_loss(model, x0, z, t, stage=1, q=float(tc.ect_q), k=float(tc.ect_k),
-                                             b=float(tc.ect_b), c=c)
-    return fns
-
-
-def make_step(loss_fn: Callable, params, opt, batch, device, precision: str = "fp32") -> Callable:
+# %% ../nbs/16_bench.ipynb
+def make_step(loss_fn: Callable, opt, x0, device, precision: str = "fp32") -> Callable:
     "A zero-argument training step: zero_grad, loss (autocast per `precision`), backward, optimiser step."
-    x0, z, t = batch
     def step():
         opt.zero_grad(set_to_none=True)
         with _autocast(device, precision):
-            loss, _ = loss_fn(x0, z, t)
+            loss, _ = loss_fn(x0)
         loss.float().mean().backward()
         opt.step()
     return step
 
 
-def build_bench_model(cfg, device, compile_model: bool = False):
-    """`(model, call_model)`: the model from the config on `device` and the module the losses call. With
-    `compile_model` the backbone is compiled in place (`nn.Module.compile()`, as the trainer does), so `model.F`,
-    `model(...)` and the JVP all go through the compiled backbone."""
+def build_bench_model(cfg, device, compile_model: bool = False) -> nn.Module:
+    """The model from the config on `device` (as the trainer builds it); with `compile_model` the backbone is compiled
+    in place (`nn.Module.compile()`, as the trainer does), so `model.F`, `model(...)` and the JVP all go through it."""
     model = build_model(cfg).to(device).train()
     if compile_model:
         getattr(model, "backbone", model).compile()
-    return model, model
+    return model
 
 
-def bench_steps(cfg, device, batch_size: int, repeats: int, warmup: int, timer: str, precision: str = "fp32",
-                compile_model: bool = False, seed: int = 0, jvp_layers_row: bool = True) -> list:
-    """Rows: sCT/sCD/ECT step ÷ diffusion step and JVP ÷ forward (same model and batch); with `jvp_layers_row`,
-    also sCT ÷ diffusion and JVP ÷ forward for a copy of the model after `use_jvp_layers` (same weights)."""
-    torch.manual_seed(seed)
-    model, call = build_bench_model(cfg, device, compile_model)
-    teacher = build_model(cfg).to(device).eval().requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.RAdam(params, lr=1e-6)  # tiny lr: the weights barely move while timing
-    batch = _batch(cfg, batch_size, device, seed)
-    fns = {k: make_step(f, params, opt, batch, device, precision)
-           for k, f in objective_losses(cfg, call, teacher).items()}
-    x0, z, t = batch
-    sd = float(model.sigma_d)
-    x_t, v = add_noise(x0, z, t), velocity_target(x0, z, t)
-    def fwd_of(m):
-        def f():
-            with torch.no_grad(), _autocast(device, precision):
-                m.F(x_t / sd, t)
-        return f
-    def jvp_of(m):
-        def f():
-            with _autocast(device, precision):
-                L.tangent_jvp(m, x_t, t, v)
-        return f
-    fns.update(forward=fwd_of(model), jvp=jvp_of(model))
-    n_swapped = 0
-    if jvp_layers_row:
-        model2 = build_model(cfg).to(device).train()
-        model2.load_state_dict(model.state_dict())
-        n_swapped = use_jvp_layers(model2)
-        if compile_model:
-            getattr(model2, "backbone", model2).compile()
-        call2 = model2
-        params2 = [p for p in model2.parameters() if p.requires_grad]
-        opt2 = torch.optim.RAdam(params2, lr=1e-6)
-        losses2 = objective_losses(cfg, call2)
-        fns.update(diffusion_jl=make_step(losses2["diffusion"], params2, opt2, batch, device, precision),
-                   sct_jl=make_step(losses2["sct"], params2, opt2, batch, device, precision),
-                   forward_jl=fwd_of(model2), jvp_jl=jvp_of(model2))
-        if "sct-fused" in losses2:
-            fns["sct_fused_jl"] = make_step(losses2["sct-fused"], params2, opt2, batch, device, precision)
+def _compiled_or_reported(fns: dict) -> dict:
+    "Run each variant once; the ones that fail under torch.compile are reported, not fatal: name -> message."
     failed = {}
-    if compile_model:  # a variant that does not compile is reported, not fatal (the others are still timed)
-        for k in list(fns):
-            try:
-                fns[k]()
-            except Exception as e:  # noqa: BLE001 - torch.compile raises many kinds
-                failed[k] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-                del fns[k]
+    for k in list(fns):
+        try:
+            fns[k]()
+        except Exception as e:  # noqa: BLE001 - torch.compile raises many kinds
+            failed[k] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+            del fns[k]
+    return failed
+
+# %% ../nbs/16_bench.ipynb
+def bench_steps(cfg, device, batch_size: int, repeats: int, warmup: int, timer: str, precision: str = "fp32",
+                compile_model: bool = False, seed: int = 0) -> list:
+    "Rows: sCT / sCT-fused / sCD / ECT step ÷ diffusion step and JVP ÷ forward (same model, batch and draws)."
+    torch.manual_seed(seed)
+    model = build_bench_model(cfg, device, compile_model)
+    teacher = TrigFlowTeacher(build_model(cfg).to(device))
+    opt = torch.optim.RAdam([p for p in model.parameters() if p.requires_grad], lr=1e-6)  # the weights barely move
+    x0 = _batch(cfg, batch_size, device, seed)
+    fns = {k: make_step(f, opt, x0, device, precision) for k, f in method_losses(cfg, model, teacher).items()}
+    z = (torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + 1)) * float(model.sigma_d)).to(device)
+    t = sample_time(batch_size, float(cfg.training.P_mean), float(cfg.training.P_std), generator=torch.Generator().manual_seed(seed)).to(device)
+    x_t, v, sd = add_noise(x0, z, t), velocity_target(x0, z, t), float(model.sigma_d)
+    def forward():
+        with torch.no_grad(), _autocast(device, precision): model.F(x_t / sd, t)
+    def jvp():
+        with _autocast(device, precision): L.tangent_jvp(model, x_t, t, v)
+    fns.update(forward=forward, jvp=jvp)
+    failed = _compiled_or_reported(fns) if compile_model else {}
     times = medians(interleaved_times(fns, repeats, warmup, device, timer))
     times.update({k: float("nan") for k in failed})
     ms = lambda k: f"failed under torch.compile ({failed[k]})" if k in failed else f"{times[k] * 1e3:.1f} ms"
     ips = lambda k: "—" if k in failed else f"{batch_size / times[k]:.0f} img/s"
-    rows = []
-    for k, name, goal in (("sct", "sCT", "≤ 1.8"), ("scd", "sCD", ""), ("ect", "ECT", "")):
-        rows.append(dict(figure=f"{name} step ÷ diffusion step", value=times[k] / times["diffusion"], unit="×",
-                         goal=goal, detail=f"{ms(k)} ({ips(k)}) vs {ms('diffusion')} ({ips('diffusion')})"))
+    rows = [dict(figure=f"{name} ÷ diffusion step", value=times[k] / times["diffusion"], unit="×", goal=goal,
+                 detail=f"{ms(k)} ({ips(k)}) vs {ms('diffusion')} ({ips('diffusion')}){note}")
+            for k, name, goal, note in (("sct", "sCT step", "≤ 1.8", ""), ("sct-fused", "sCT step (jvp='fused')", "≤ 1.8",
+                                        "; one dual forward with grad instead of JVP + forward (more activation memory)"),
+                                       ("scd", "sCD step", "", ""), ("ect", "ECT step", "", "")) if k in times]
     rows.append(dict(figure="JVP ÷ forward (no grad)", value=times["jvp"] / times["forward"], unit="×", goal="",
                      detail=f"{ms('jvp')} vs {ms('forward')}"))
-    if jvp_layers_row:
-        note = f"same weights, {n_swapped} conv/norm layers → JVPConv2d/JVPGroupNorm"
-        rows.append(dict(figure="sCT step ÷ diffusion step, with use_jvp_layers", goal="≤ 1.8",
-                         value=times["sct_jl"] / times["diffusion_jl"], unit="×",
-                         detail=f"{ms('sct_jl')} vs {ms('diffusion_jl')}; {note}"))
-        if "sct_fused_jl" in times:
-            rows.append(dict(figure="sCT step (jvp='fused') ÷ diffusion step, with use_jvp_layers", goal="≤ 1.8",
-                             value=times["sct_fused_jl"] / times["diffusion_jl"], unit="×",
-                             detail=f"{ms('sct_fused_jl')} vs {ms('diffusion_jl')}; one dual forward with grad "
-                                    "instead of JVP + forward (more activation memory, see below)"))
-        else:
-            rows.append(dict(figure="sCT step (jvp='fused') ÷ diffusion step, with use_jvp_layers", goal="≤ 1.8",
-                             value=float("nan"), unit="×", detail="skipped: this sct_loss has no jvp='fused' mode"))
-        rows.append(dict(figure="JVP ÷ forward (no grad), with use_jvp_layers", goal="",
-                         value=times["jvp_jl"] / times["forward_jl"], unit="×",
-                         detail=f"{ms('jvp_jl')} vs {ms('forward_jl')}"))
     return rows
 
 # %% ../nbs/16_bench.ipynb
@@ -428,26 +381,23 @@ def _peak_rss_bytes() -> int:
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(r) if sys.platform == "darwin" else int(r) * 1024
 
-
+# %% ../nbs/16_bench.ipynb
 def step_memory(cfg, objective: str, device, batch_size: int, precision: str = "fp32", seed: int = 0) -> dict:
     "`{'saved': bytes, 'peak': bytes, 'how': str}` of one training step of `objective` (run it in a fresh process on CPU)."
     torch.manual_seed(seed)
-    model, call = build_bench_model(cfg, device)
-    if objective == "sct-fused":
-        use_jvp_layers(model)
-    teacher = build_model(cfg).to(device).eval().requires_grad_(False) if objective == "scd" else None
+    model = build_bench_model(cfg, device)
+    teacher = TrigFlowTeacher(build_model(cfg).to(device)) if objective == "scd" else None
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.RAdam(params, lr=1e-6)
-    batch = _batch(cfg, batch_size, device, seed)
-    loss_fn = objective_losses(cfg, call, teacher)[objective]
-    x0, z, t = batch
+    x0 = _batch(cfg, batch_size, device, seed)
+    loss_fn = method_losses(cfg, model, teacher, names=[objective])[objective]
     with torch.no_grad():  # warm-up forward: libraries, allocator pools, kernels
-        model.F(x0, t)
+        model.F(x0, torch.full((len(x0),), 1.0, device=device))
     for p in params:       # create the optimiser state before the measured step (a zero-gradient step)
         p.grad = torch.zeros_like(p)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    step = make_step(loss_fn, params, opt, batch, device, precision)
+    step = make_step(loss_fn, opt, x0, device, precision)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
@@ -462,7 +412,7 @@ def step_memory(cfg, objective: str, device, batch_size: int, precision: str = "
         peak = _peak_rss_bytes() - base
         how = "growth of the resident high-water mark (VmHWM) over one step" if reset else \
             "growth of the resident high-water mark over one step"
-    saved = saved_activation_bytes(lambda: loss_fn(x0, z, t)[0].mean())
+    saved = saved_activation_bytes(lambda: loss_fn(x0)[0].mean())
     return dict(saved=saved, peak=peak, how=how)
 
 
@@ -480,7 +430,7 @@ def bench_memory(cfg, objectives: Sequence, device, batch_size: int, precision: 
             m = json.loads(res.stdout.strip().splitlines()[-1])
         else:
             m = step_memory(cfg, obj, device, batch_size, precision)
-        name = "sct (jvp='fused', use_jvp_layers)" if obj == "sct-fused" else obj
+        name = "sct (jvp='fused')" if obj == "sct-fused" else obj
         rows.append(dict(figure=f"peak memory of a {name} step", value=m["peak"] / 2**20, unit="MiB", goal="",
                          detail=f"saved activations {m['saved'] / 2**20:.1f} MiB; {m['how']}"))
     return rows
@@ -528,11 +478,11 @@ def run_all(cfg, device, quick: bool = False, repeats: int = 5, warmup: int = 1,
                                teacher_steps=int(cfg.sampling.teacher_steps))
     if "memory" in sections:
         log("· memory ...")
-        objs = ["diffusion", "sct", "scd", "ect"] + (["sct-fused"] if fused_jvp_supported() else [])
+        objs = ["diffusion", "sct", "scd", "ect", "sct-fused"]
         rows += bench_memory(cfg, objs, device, B, precision, config_args, memory_subprocess)
     return info, rows
 
-
+# %% ../nbs/16_bench.ipynb
 def _fmt(v: float, unit: str) -> str:
     if not math.isfinite(v):
         return "—"
@@ -554,7 +504,7 @@ def format_table(info: dict, rows: list, command: str = "") -> str:
         lines.append(f"| {r['figure']} | {_fmt(r['value'], r['unit'])} | {r['goal']} | {r['detail']} |")
     return "\n".join(lines) + "\n"
 
-
+# %% ../nbs/16_bench.ipynb
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="noctcm bench", description="Side-by-side benchmarks (ratios of medians).")
     p.add_argument("--config", action="append", default=None, metavar="YAML",

@@ -15,11 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 # %% auto 0
-__all__ = ['CHOICES', 'LIST_CHOICES', 'RANGES', 'LEGACY_KEYS', 'STAGES', 'DataConfig', 'ModelConfig', 'TrainingConfig',
-           'TeacherConfig', 'DistillationConfig', 'SamplingConfig', 'EvaluationConfig', 'PathsConfig', 'Config',
-           'NoctcmError', 'ArgumentError', 'ConfigError', 'error_line', 'run_main', 'validate', 'default_config',
-           'merge_config', 'parse_overrides', 'preset_dirs', 'list_presets', 'preset_path', 'load_config', 'to_dict',
-           'from_dict', 'dump_config', 'stage_config']
+__all__ = ['STAGES', 'METHODS', 'CHOICES', 'LIST_CHOICES', 'RANGES', 'LEGACY_KEYS', 'SECTIONS', 'DataConfig', 'ModelConfig',
+           'TrainingConfig', 'TeacherConfig', 'DistillationConfig', 'SamplingConfig', 'EvaluationConfig', 'PathsConfig',
+           'Config', 'MethodSpec', 'methods_of_stage', 'NoctcmError', 'ArgumentError', 'ConfigError', 'error_line',
+           'run_main', 'validate', 'check_t_mids', 'default_config', 'merge_config', 'parse_overrides', 'preset_dirs',
+           'list_presets', 'preset_path', 'load_config', 'to_dict', 'from_dict', 'dump_config', 'typed', 'stage_config',
+           'repo_root', 'as_list', 'notebook_config']
 
 # %% ../nbs/00_config.ipynb
 @dataclass
@@ -33,6 +34,7 @@ class DataConfig:
     num_workers: int = 0
     resolutions: List[int] = field(default_factory=list)  # multi-resolution training: sizes cycled per step ([] = [resolution])
 
+# %% ../nbs/00_config.ipynb
 @dataclass
 class ModelConfig:
     sigma_d: float = 0.5
@@ -56,9 +58,10 @@ class ModelConfig:
     noise_nu: float = 1.0         # grf: Matern smoothness
     noise_band: int = 7           # band: highest frequency kept, cycles per image side (7 = white at 16 px)
 
+# %% ../nbs/00_config.ipynb
 @dataclass
 class TrainingConfig:
-    objective: str = "sct"        # diffusion | sct | scd | ect | ict | ctm
+    objective: str = "sct"        # a method of METHODS: diffusion | sct | scd | ect | ict | ctm | meanflow
     steps: int = 1000
     batch_size: int = 32
     optimizer: str = "radam"      # adam | radam
@@ -89,6 +92,9 @@ class TrainingConfig:
     ict_s0: int = 10
     ict_s1: int = 1280
     ctm_lambda_dsm: float = 1.0
+    meanflow_ratio: float = 0.25  # MeanFlow: share of samples with r != t (the rest: r = t, flow matching)
+    meanflow_p: float = 1.0       # MeanFlow: adaptive weight 1 / (||u - u_tgt||^2 + c)^p (0 = plain squared error)
+    meanflow_c: float = 1e-3
     precision: str = "fp32"       # fp32 | bf16 | fp16
     compile: bool = False
     grad_checkpointing: bool = False
@@ -100,6 +106,7 @@ class TrainingConfig:
     device: str = "auto"
     num_threads: int = 1          # torch CPU threads for training (0 = PyTorch default)
 
+# %% ../nbs/00_config.ipynb
 @dataclass
 class TeacherConfig:
     "Overrides of `training` for the diffusion-teacher stage (`--stage teacher`)."
@@ -108,15 +115,17 @@ class TeacherConfig:
     P_mean: float = -0.8
     P_std: float = 1.6
 
+
 @dataclass
 class DistillationConfig:
     "Overrides of `training` for the distillation stage (`--stage distill`)."
-    method: str = "ect"           # scd | ect
+    method: str = "ect"           # a method of METHODS with stage distill: scd | ect
     teacher_checkpoint: Optional[str] = "models/teacher/checkpoint.pt"
     init_from_teacher: bool = True
     steps: int = 2000
     lr: float = 5e-4
 
+# %% ../nbs/00_config.ipynb
 @dataclass
 class SamplingConfig:
     num_steps: int = 1
@@ -126,6 +135,7 @@ class SamplingConfig:
     teacher_steps: int = 18
     batch_size: int = 256
     seed: int = 0
+
 
 @dataclass
 class EvaluationConfig:
@@ -140,12 +150,14 @@ class EvaluationConfig:
     resolution_scales: List[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0, 3.0])  # `resolution` stage
     resolution_classifier_steps: int = 300   # training steps of the judge-(b) classifier at each other size
 
+# %% ../nbs/00_config.ipynb
 @dataclass
 class PathsConfig:
     data: str = "data"
     prepared: str = "prepared"
     models: str = "models"
     results: str = "results"
+
 
 @dataclass
 class Config:
@@ -159,19 +171,45 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 # %% ../nbs/00_config.ipynb
+STAGES = ("teacher", "train", "distill")   # the pipeline's training runs, in the order they are evaluated
+
+@dataclass(frozen=True)
+class MethodSpec:
+    "A training method: its loss callable (`module:Class` under `noctcm`) and what the rest of noctcm must know."
+    callable: str                 # e.g. "training.methods:SCT"
+    stage: str                    # the pipeline run (STAGES) that trains it by default
+    teacher: str = "none"         # none | optional | required
+    weight_head: bool = False     # trains w_phi(t) when training.adaptive_weight
+    two_time: bool = False        # needs model.two_time=true
+
+METHODS = {
+    "diffusion": MethodSpec("training.methods:Diffusion", "teacher", weight_head=True),
+    "sct":       MethodSpec("training.methods:SCT", "train", weight_head=True),
+    "scd":       MethodSpec("training.methods:SCD", "distill", teacher="required", weight_head=True),
+    "ect":       MethodSpec("training.methods:ECT", "distill", teacher="optional"),
+    "ict":       MethodSpec("training.methods:ICT", "train"),
+    "ctm":       MethodSpec("training.methods:CTM", "train", teacher="optional"),
+    "meanflow":  MethodSpec("training.meanflow:MeanFlow", "train", two_time=True),
+}
+
+def methods_of_stage(stage: str) -> tuple:
+    "Names of the methods whose run is `stage` (`distill`: the choices of `distillation.method`)."
+    return tuple(name for name, spec in METHODS.items() if spec.stage == stage)
+
+# %% ../nbs/00_config.ipynb
 CHOICES = {
     "data.name": ("digits", "cifar10", "folder", "toy2d"),
     "data.channels": (1, 3),
     "model.time_embedding": ("positional", "fourier"),
     "model.grid_rule": ("multigrid", "native"),
     "model.noise": ("white", "grf", "band"),
-    "training.objective": ("diffusion", "sct", "scd", "ect", "ict", "ctm"),
+    "training.objective": tuple(METHODS),
     "training.optimizer": ("adam", "radam"),
     "training.lr_decay": ("none", "inv_sqrt", "cosine"),
     "training.tangent_norm": ("l2", "rms", "clip", "none"),
     "training.ema_kind": ("power", "halflife", "constant"),
     "training.precision": ("fp32", "bf16", "fp16"),
-    "distillation.method": ("scd", "ect"),
+    "distillation.method": methods_of_stage("distill"),
     "sampling.teacher_solver": ("euler", "heun"),
     "evaluation.feature_extractor": ("auto", "inception-v3-compat", "domain"),
 }
@@ -201,10 +239,11 @@ RANGES = {
     "training.ema_halflife_kimg": _pos, "training.ema_beta": _unit,
     "training.ect_q": (lambda v: v > 1, "> 1"), "training.ect_k": _nonneg, "training.ect_b": _nonneg,
     "training.ect_stage_steps": _pos, "training.ict_s0": _pos, "training.ict_s1": _pos,
-    "training.ctm_lambda_dsm": _nonneg, "training.checkpoint_every": _pos, "training.log_every": _pos,
+    "training.ctm_lambda_dsm": _nonneg, "training.meanflow_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "training.meanflow_p": _nonneg, "training.meanflow_c": _pos, "training.checkpoint_every": _pos, "training.log_every": _pos,
     "training.sample_every": _pos, "training.num_threads": _nonneg,
     "sampling.num_steps": _pos, "sampling.t_max": (lambda v: 0 < v <= math.pi / 2, "in (0, pi/2]"),
-    "sampling.t_mid": (lambda v: all(0 < x < math.pi / 2 for x in v), "times in (0, pi/2)"),
+    "sampling.t_mid": (lambda v: check_t_mids(v) is not None, "decreasing times in (0, pi/2)"),
     "sampling.teacher_steps": _pos, "sampling.batch_size": _pos,
     "teacher.steps": _pos, "teacher.lr": _pos, "teacher.P_std": _pos,
     "distillation.steps": _pos, "distillation.lr": _pos,
@@ -288,7 +327,21 @@ def validate(cfg: DictConfig) -> DictConfig:
             try: good = ok(plain)
             except Exception: good = False
             if not good: raise ConfigError(f"{key}: must be {what}; got {plain!r}")
+    spec = METHODS.get(cfg.training.objective) if "training" in cfg and "model" in cfg else None
+    if spec is not None and spec.two_time and not cfg.model.two_time:
+        raise ConfigError(f"training.objective={cfg.training.objective} needs a two-time model; set model.two_time=true")
     return cfg
+
+# %% ../nbs/00_config.ipynb
+def check_t_mids(t_mids, t_max: float = math.pi / 2) -> tuple:
+    "`t_mids` as a tuple of floats if they decrease strictly inside (0, t_max); else `ConfigError` naming them."
+    t_mids, prev = tuple(float(v) for v in t_mids), float(t_max)
+    if not 0 < prev <= math.pi / 2 + 1e-6: raise ConfigError(f"t_max must be in (0, pi/2], got {t_max}")
+    for tm in t_mids:
+        if not 0 < tm < prev:
+            raise ConfigError(f"t_mid must decrease strictly inside (0, t_max={t_max:.4f}), got {list(t_mids)}")
+        prev = tm
+    return t_mids
 
 # %% ../nbs/00_config.ipynb
 def default_config() -> DictConfig:
@@ -332,6 +385,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict:
         node[parts[-1]] = value
     return out
 
+# %% ../nbs/00_config.ipynb
 def preset_dirs() -> list:
     "Where named presets live: `noctcm/presets/` in an installed wheel, `configs/` in a source checkout."
     here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
@@ -349,6 +403,7 @@ def preset_path(name: Union[str, Path]) -> Path:
         if (d / f"{p.stem}.yaml").is_file(): return d / f"{p.stem}.yaml"
     raise ConfigError(f"preset {str(name)!r} not found; shipped presets: {', '.join(list_presets()) or 'none'}")
 
+# %% ../nbs/00_config.ipynb
 def load_config(path: Union[str, Path, Sequence, None] = None, overrides: Sequence[str] = (),
                 presets: Sequence[Union[str, Path]] = ()) -> DictConfig:
     "Schema defaults ← config file(s) ← presets (paths or shipped names) ← `key=value` overrides; validated."
@@ -389,16 +444,63 @@ def dump_config(cfg, path=None) -> str:
     return text
 
 # %% ../nbs/00_config.ipynb
-STAGES = ("train", "teacher", "distill")
+def typed(cfg) -> Config:
+    "The `Config` dataclass instance of a config (DictConfig, plain dict, or already a `Config`)."
+    if isinstance(cfg, Config): return cfg
+    return OmegaConf.to_object(cfg if OmegaConf.is_config(cfg) else from_dict(cfg))
 
+# %% ../nbs/00_config.ipynb
 def stage_config(cfg: DictConfig, stage: str = "train") -> DictConfig:
-    "The effective config of pipeline stage `stage` (train | teacher | distill)."
+    "The effective config of pipeline run `stage` (STAGES): the `teacher` / `distillation` sections folded into `training`."
     if stage not in STAGES: raise ConfigError(f"stage: must be one of {', '.join(STAGES)}; got {stage!r}")
     cfg = cfg.copy()
     if stage == "teacher":
         t = cfg.teacher
-        cfg.training.merge_with(dict(objective="diffusion", steps=t.steps, lr=t.lr, P_mean=t.P_mean, P_std=t.P_std))
+        cfg.training.merge_with(dict(objective=methods_of_stage("teacher")[0], steps=t.steps, lr=t.lr, P_mean=t.P_mean,
+                                     P_std=t.P_std))
     elif stage == "distill":
         d = cfg.distillation
         cfg.training.merge_with(dict(objective=d.method, steps=d.steps, lr=d.lr))
+    return validate(cfg)
+
+# %% ../nbs/00_config.ipynb
+SECTIONS = ("data", "model", "training", "teacher", "distillation", "sampling", "evaluation", "paths")
+
+def repo_root(start=None) -> Path:
+    "The nearest folder at or above `start` (default: cwd) holding `params.yaml` and `dvc.yaml` (else `start`)."
+    start = Path(start or Path.cwd()).resolve()
+    for d in (start, *start.parents):
+        if (d / "params.yaml").is_file() and (d / "dvc.yaml").is_file(): return d
+    return start
+
+def as_list(x) -> list:
+    "A papermill parameter meant as a list: None, a list, or its text ('[a=1, b=2]', 'a=1 b=2', 'a=1,b=2')."
+    import ast
+    if x is None: return []
+    if isinstance(x, (list, tuple)): return [str(v) for v in x]
+    x = str(x).strip()
+    if not x: return []
+    if x.startswith("[") and x.endswith("]"):
+        try:
+            v = ast.literal_eval(x)                       # a Python list of strings: "['a=1', 'b=[1, 2]']"
+            if isinstance(v, list): return [str(i) for i in v]
+        except (ValueError, SyntaxError): pass
+        x = x[1:-1]
+    items, depth, cur = [], 0, ""
+    for ch in x:                                          # split at commas/spaces outside brackets
+        depth += (ch in "[{") - (ch in "]}")
+        if depth == 0 and (ch == "," or ch.isspace()):
+            if cur: items.append(cur)
+            cur = ""
+        else: cur += ch
+    if cur: items.append(cur)
+    return [i.strip("'\"") for i in items if i.strip("'\"")]
+
+def notebook_config(params_file="params.yaml", presets=(), overrides=(), sections: dict | None = None):
+    "params file ← presets ← injected section dicts (`papermill -f params.yaml`) ← `key=value` overrides; validated."
+    cfg = load_config([params_file, *as_list(presets)] if params_file else as_list(presets))
+    inj = {k: v for k, v in (sections or {}).items() if k in SECTIONS and v is not None}
+    if inj: cfg = merge_config(cfg, inj, source="notebook parameters")
+    ov = as_list(overrides)
+    if ov: cfg = merge_config(cfg, parse_overrides(ov), source="override")
     return validate(cfg)

@@ -17,14 +17,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from .config import SamplingConfig, from_dict, load_config, to_dict
+from .config import SamplingConfig, check_t_mids, from_dict, load_config, to_dict
 from .grids import SamplingGrid
-from .trigflow import SIGMA_D, check_times, consistency_sampling, pf_ode_sampling, t_mids_for_steps
+from .trigflow import SIGMA_D, consistency_sampling, pf_ode_sampling, t_mids_for_steps
 from .utils.helpers import (atomic_write_bytes, atomic_write_text, get_device, load_checkpoint,
                                   save_image_grid, to_uint8)
 
 # %% auto 0
-__all__ = ['EVAL_METRICS', 'sample_noise', 'resolve_t_mids', 'generate', 'generate_teacher', 'sample_to_dir',
+__all__ = ['EVAL_METRICS', 'sample_noise', 'resolve_t_mids', 'generate', 'generate_teacher', 'load_for_sampling', 'sample_to_dir',
            'resolve_feature_extractor', 'load_reference', 'evaluate_checkpoint']
 
 # %% ../nbs/14_generate.ipynb
@@ -100,7 +100,7 @@ def resolve_t_mids(num_steps: int, t_mid=None, t_max: float = math.pi / 2) -> tu
     "The k-1 intermediate times of `num_steps`-step sampling (t_mid None: the config default 1.1), checked decreasing."
     if t_mid is None: t_mid = SamplingConfig().t_mid
     if OmegaConf.is_config(t_mid): t_mid = OmegaConf.to_container(t_mid)
-    return check_times(t_max, t_mids_for_steps(num_steps, t_mid, t_max))
+    return check_t_mids(t_mids_for_steps(num_steps, t_mid, t_max), t_max)
 
 def _construction_size(model, R: int) -> int:
     "The grid the model was built for (`model.resolution`; `R` for models that do not say)."
@@ -172,7 +172,8 @@ def generate_teacher(model, num_samples: int, solver: str = "heun", steps: int =
     return out, nfe
 
 # %% ../nbs/14_generate.ipynb
-def _load(checkpoint, use_ema: bool, device):
+def load_for_sampling(checkpoint, use_ema: bool = True, device=None):
+    "`(model, cfg, device)`: a checkpoint's model (EMA weights by default) in eval mode on `device` (default auto)."
     from noctcm.models.consistency_model import load_model
     dev = get_device(device if device is not None else "auto")
     model, cfg = load_model(checkpoint, use_ema=use_ema, device=dev)
@@ -221,7 +222,7 @@ def sample_to_dir(checkpoint, out, num_samples: int = 64, num_steps: int = 1, t_
                   progress: bool = True, grid_max: int = 256) -> dict:
     """Sample a checkpoint; write `out/samples.png` (grid) and `out/samples.npz` (uint8 `images` + metadata).
     Returns the metadata plus `png`, `npz` paths, `seconds` and `images_per_s` (sampling only, no file I/O)."""
-    model, cfg, dev = _load(checkpoint, use_ema, device)
+    model, cfg, dev = load_for_sampling(checkpoint, use_ema, device)
     x, info = _run_sampler(model, cfg, num_samples, num_steps, t_mid, t_max, resolution, seed, batch_size, teacher,
                            solver, teacher_steps, dev, progress)
     u8 = to_uint8(x)
@@ -292,6 +293,7 @@ def _cache_dir(cache_dir):
     if cache_dir == "auto": return pathlib.Path(torch.hub.get_dir()).parent / "fidelity_cache"
     return pathlib.Path(cache_dir)
 
+# %% ../nbs/14_generate.ipynb
 def evaluate_checkpoint(checkpoint, num_samples: int | None = None, num_steps=None, metrics=None, out=None, config=None,
                         teacher: bool = False, solver: str | None = None, t_mid=None, seed: int | None = None,
                         use_ema: bool = True, batch_size: int | None = None, device=None, reference_split: str = "train",
@@ -301,7 +303,7 @@ def evaluate_checkpoint(checkpoint, num_samples: int | None = None, num_steps=No
     cached by torch-fidelity under `cache_dir` ('auto': `$TORCH_HOME/fidelity_cache`; None: no cache) with names
     that hash the reference images and the feature extractor."""
     from noctcm.utils.metrics import compute_metrics, load_classifier
-    model, ckpt_cfg, dev = _load(checkpoint, use_ema, device)
+    model, ckpt_cfg, dev = load_for_sampling(checkpoint, use_ema, device)
     cfg = _eval_config(config, ckpt_cfg)
     ev = cfg.evaluation
     num_samples = int(_pick(num_samples, ev.num_samples))

@@ -10,10 +10,12 @@ from typing import Callable, Sequence
 
 import torch
 
+from .config import check_t_mids
+
 # %% auto 0
 __all__ = ['SIGMA_D', 'expand_t', 'add_noise', 'velocity_target', 't_from_sigma', 'sigma_from_t', 'edm_to_trigflow_x',
-           'trigflow_to_edm_x', 'sample_time', 't_mids_for_steps', 'check_times', 'consistency_sampling',
-           'teacher_time_grid', 'pf_ode_sampling']
+           'trigflow_to_edm_x', 'sample_time', 't_mids_for_steps', 'consistency_sampling', 'teacher_time_grid',
+           'pf_ode_sampling']
 
 # %% ../nbs/02_trigflow.ipynb
 SIGMA_D = 0.5  # data standard deviation for images in [-1, 1]
@@ -95,18 +97,6 @@ def t_mids_for_steps(steps: int, t_mid=(1.1,), t_max: float = math.pi / 2) -> tu
         out += [last * (1 - j / (m + 1)) for j in range(1, m + 1)]
     return tuple(out)
 
-def check_times(t_max: float, t_mids: Sequence[float]) -> tuple:
-    "`t_mids` as floats, checked: `t_max` in (0, pi/2] and the intermediate times decreasing strictly inside (0, t_max)."
-    t_mids = tuple(float(v) for v in t_mids)
-    if not 0 < t_max <= math.pi / 2 + 1e-6:
-        raise ValueError(f"t_max must be in (0, pi/2], got {t_max}")
-    prev = t_max
-    for tm in t_mids:
-        if not 0 < tm < prev:
-            raise ValueError(f"t_mid must decrease strictly inside (0, t_max={t_max:.4f}), got {list(t_mids)}")
-        prev = tm
-    return t_mids
-
 def consistency_sampling(f: Callable, z: torch.Tensor, t_max: float = math.pi / 2, t_mids: Sequence[float] = (),
                          generator: torch.Generator | None = None, sigma_d: float = SIGMA_D,
                          noise: Callable | None = None, renoise: Callable | None = None,
@@ -114,7 +104,7 @@ def consistency_sampling(f: Callable, z: torch.Tensor, t_max: float = math.pi / 
     """1 + len(t_mids) step consistency sampling: x = f(z, t_max) (or `first`, a first step made elsewhere); then
     x = f(cos t x + sin t z_j, t) for the j-th t in t_mids. z_j = `renoise(j)` if given, else
     `noise(shape, generator, device, dtype)`, else white `sigma_d * randn`. The one k-step loop of the project."""
-    t_mids = check_times(t_max, t_mids)
+    t_mids = check_t_mids(t_mids, t_max)
     B = z.shape[0]
     x = f(z, torch.full((B,), t_max, dtype=z.dtype, device=z.device)) if first is None else first
     for j, tm in enumerate(t_mids, start=1):

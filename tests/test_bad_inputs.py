@@ -1,6 +1,6 @@
 """Bad inputs, as a new user would type them: every case ends with one line `noctcm: error: <what>: <why>; ...` that
 names the key or path, a non-zero exit status and no Python traceback. Real subprocesses (`noctcm`, `python -m
-noctcm.report`, `noctcm notebook`); argument checks come before anything heavy, so most cases take a fraction of a
+noctcm stage`, `noctcm notebook`); argument checks come before anything heavy, so most cases take a fraction of a
 second. Also: a checkpoint write that runs out of space (a 64 kB-scale tmpfs, where the machine allows mounting one)
 and a training process killed at random moments with `checkpoint_every=1`.
 
@@ -24,7 +24,6 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
 NOCTCM = [sys.executable, "-m", "noctcm.cli"]
-REPORT = [sys.executable, "-m", "noctcm.report"]
 TINY_MODEL = {"model_channels": 8, "channel_mult": [1, 2, 2], "attention_resolutions": [], "num_heads": 1,
               "fno_levels": [1], "fno_modes": 2, "weight_head_channels": 8}
 TINY = [f"model.{k}={json.dumps(v, separators=(',', ':'))}" for k, v in TINY_MODEL.items()] + [
@@ -140,10 +139,10 @@ CASES = [
     ("folder-no-src", "noctcm data fetch folder --root {w}/d1", "src"),
     ("prepare-missing-data", "noctcm data prepare --config {w}/params.yaml data.name=folder data.root={w}/nodata "
                              "--out {w}/p1", "nodata"),
-    ("classifier-one-class", "python -m noctcm.report classifier --config {w}/params.yaml data.name=folder "
+    ("classifier-one-class", "noctcm stage classifier --config {w}/params.yaml data.name=folder "
                              "data.root={w}/fdata data.resolution=8 data.channels=3 paths.prepared={w}/fprep "
                              "--out {w}/c.pt --metrics {w}/c.json", "evaluation.feature_extractor=inception-v3-compat"),
-    ("report-random-bytes", "python -m noctcm.report train --config {w}/garbage.yaml", "garbage.yaml"),
+    ("stage-random-bytes", "noctcm stage run train --config {w}/garbage.yaml", "garbage.yaml"),
     # bench (options reach its own parser)
     ("bench-bad-section", "noctcm bench --threads 1 --only nothing", "--only"),
     # papermill notebooks

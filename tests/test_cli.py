@@ -47,6 +47,7 @@ def test_help_through_python_m():
 @pytest.mark.parametrize("args, key", [(["config", "training.stepz=3"], "training.stepz"),
                                        (["config", "training.lr=-1"], "training.lr"),
                                        (["train", "training.objective=gan"], "training.objective"),
+                                       (["train", "training.objective=meanflow"], "model.two_time=true"),
                                        (["config", "--config", "missing.yaml"], "missing.yaml")])
 def test_bad_config_is_one_line_and_exit_2(args, key, capsys):
     assert main(args) == 2
@@ -156,8 +157,12 @@ def test_sample_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "none.pt" in err
 
 
-def test_bench_without_the_module_is_one_line(capsys):
-    import importlib.util
-    if importlib.util.find_spec("noctcm.bench") is not None:
-        pytest.skip("noctcm.bench exists")
-    assert main(["bench"]) == 2 and "noctcm.bench" in capsys.readouterr().err
+def test_stage_commands_parse_and_a_bad_key_is_one_line(capsys):
+    "`noctcm stage ...` (what dvc.yaml calls): every stage parses, and a bad key is one line and exit code 2."
+    for argv in (["stage", "run", "distill"], ["stage", "classifiers"], ["stage", "models", "--jobs", "1"],
+                 ["stage", "classifier"], ["stage", "evaluate", "--no-select"], ["stage", "resolution"],
+                 ["stage", "report"]):
+        assert build_parser().parse_args(argv).stage_command == argv[1]
+    assert main(["stage", "evaluate", "--config", "nope.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.yaml" in err

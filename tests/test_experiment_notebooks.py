@@ -96,7 +96,7 @@ def _train_with_f_params_file(workdir):
 
 def _evaluate(workdir):
     from noctcm.config import load_config
-    from noctcm.report import classifier_stage
+    from noctcm.pipeline.evaluation import classifier_stage
     cwd = os.getcwd()
     try:
         os.chdir(workdir)

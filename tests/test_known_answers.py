@@ -203,3 +203,87 @@ def test_mixture_of_gaussians_one_step_samples():
     print(f"\n[MoG] energy distance: untrained {ed_before:.4g}, sCT 1-step {ed1:.4g}, 2-step {ed2:.4g}, "
           f"data vs data {floor:.4g}")
     assert ed1 < 0.1 * ed_before and ed1 < 0.05
+
+
+# ------------------------------------------------------------------- MeanFlow (noctcm.training.meanflow)
+MF_A = 0.25   # data std != sigma_d, so the flow is not the identity
+
+
+def _gauss_sigma(t):
+    "Marginal std of x_t in TrigFlow for N(0, MF_A^2) data: the exact flow map is x_s = x_t sigma(s) / sigma(t)."
+    return torch.sqrt(MF_A ** 2 * torch.cos(t) ** 2 + SD ** 2 * torch.sin(t) ** 2)
+
+
+class TwoTimeGain(TrigFlowToy):
+    """Two-time model F(x, t, s) = g(t, s) * x: the exact map of Gaussian data has this form, with
+    g* = (cos(t-s) - sigma(s)/sigma(t)) / sin(t-s). `exact_scale`: scale * g* (None: g is a small MLP)."""
+
+    def __init__(self, exact_scale=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.scale = None if exact_scale is None else nn.Parameter(torch.tensor(float(exact_scale)))
+        self.g = nn.Sequential(nn.Linear(6, 64), nn.SiLU(), nn.Linear(64, 64), nn.SiLU(), nn.Linear(64, 1))
+
+    def F(self, x_scaled, t, s=None):
+        s = torch.zeros_like(t) if s is None else s
+        if self.scale is not None:
+            exact = (torch.cos(t - s) - _gauss_sigma(s) / _gauss_sigma(t)) / torch.sin(t - s)
+            return self.scale * exact[:, None] * x_scaled
+        f = torch.stack([torch.sin(t), torch.cos(t), torch.sin(s), torch.cos(s), torch.sin(t - s), torch.cos(t - s)], 1)
+        return self.g(f) * x_scaled
+
+    def jump(self, x_t, t, s):
+        return torch.cos(t - s)[:, None] * x_t - torch.sin(t - s)[:, None] * SD * self.F(x_t / SD, t, s)
+
+
+def test_meanflow_loss_is_minimised_by_the_exact_average_velocity():
+    """The known answer of MeanFlow: the exact flow map of Gaussian data (closed form) is the fixed point of the
+    stop-gradient regression. With common random numbers over a large batch, the gradient of the plain (p = 0) loss
+    with respect to a scale on the exact network vanishes at scale 1 and pushes towards 1 from both sides."""
+    from noctcm.training.meanflow import meanflow_loss
+    g = torch.Generator().manual_seed(0)
+    n = 40000
+    x0, z = MF_A * torch.randn(n, DIM, generator=g), SD * torch.randn(n, DIM, generator=g)
+    t = torch.rand(n, generator=g) * 1.4 + 0.1
+    s = t * torch.rand(n, generator=g) * 0.95
+    grads = {}
+    for scale in (0.9, 1.0, 1.1):
+        m = TwoTimeGain(scale)
+        loss, _ = meanflow_loss(m, x0, z, t, s, p=0.0)
+        loss.mean().backward()
+        grads[scale] = m.scale.grad.item()
+    print(f"\n[meanflow] d loss / d scale at 0.9, 1.0, 1.1: {grads}")
+    assert grads[0.9] < 0 < grads[1.1]
+    root = 0.9 + 0.2 * -grads[0.9] / (grads[1.1] - grads[0.9])      # where the (linear in scale) gradient vanishes
+    assert abs(root - 1.0) < 0.02 and abs(grads[1.0]) < 0.15 * min(-grads[0.9], grads[1.1]), (root, grads)
+
+
+def test_meanflow_training_learns_the_gaussian_flow_map():
+    "A short MeanFlow training of a two-time model on Gaussian data approaches the exact map G*, 1-step included."
+    from noctcm.config import load_config, typed
+    from noctcm.training.meanflow import MeanFlow
+    from noctcm.training.methods import Draws
+    cfg = typed(load_config(overrides=["training.objective=meanflow", "model.two_time=true", "training.meanflow_p=0",
+                                       "training.meanflow_ratio=0.5"]))
+    model, method = TwoTimeGain(), MeanFlow(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+
+    def error():
+        gg = torch.Generator().manual_seed(1)
+        t = torch.rand(2000, generator=gg) * 1.5 + 0.05
+        s = t * torch.rand(2000, generator=gg)
+        with torch.no_grad():
+            gain = model.jump(torch.ones(2000, DIM), t, s)[:, 0]
+            one = model.jump(torch.ones(1, DIM), torch.tensor([math.pi / 2]), torch.tensor([0.0]))[0, 0].item()
+        return (gain - _gauss_sigma(s) / _gauss_sigma(t)).square().mean().sqrt().item(), one
+
+    before = error()
+    for k in range(1000):
+        for group in opt.param_groups: group["lr"] = 3e-3 if k < 700 else 3e-4
+        loss, _ = method(model, MF_A * torch.randn(256, DIM, generator=g), Draws(g, 256), k)
+        opt.zero_grad(); loss.mean().backward(); opt.step()
+    after = error()
+    print(f"\n[meanflow] RMS error of the map's gain over (t, s): {before[0]:.4f} -> {after[0]:.4f}; "
+          f"1-step gain {before[1]:.3f} -> {after[1]:.3f} (exact {MF_A / SD})")
+    assert after[0] < 0.25 * before[0] and abs(after[1] - MF_A / SD) < 0.1

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from noctcm.trigflow import add_noise, velocity_target
 from noctcm.training.losses import (
-    PseudoHuberLoss, adaptive_weighting, consistency_tangent, ctm_loss, diffusion_loss, ect_loss, ect_r, get_loss,
+    PseudoHuberLoss, adaptive_weighting, consistency_tangent, ctm_loss, diffusion_loss, ect_loss, ect_r,
     ict_index_probs, ict_loss, ict_num_scales, karras_sigmas, normalize_tangent, pseudo_huber, sct_loss,
     tangent_jvp, unwrap_model)
 
@@ -400,16 +400,13 @@ def test_ctm_gradient_flows_through_inner_jump_only():
     assert all(p.requires_grad for p in m.parameters())
 
 
-def test_ctm_dsm_term_and_registry():
+def test_ctm_dsm_term_and_metric_check():
     m = ToyCM()
     x0, z, t = batch()
     l0, st0 = ctm_loss(m, "self", x0, z, t, lambda_dsm=0.0, generator=torch.Generator().manual_seed(0))
     l1, st1 = ctm_loss(m, "self", x0, z, t, lambda_dsm=2.0, generator=torch.Generator().manual_seed(0))
     dsm, _ = diffusion_loss(m, x0, z, t)
     assert torch.allclose(l1 - l0, 2.0 * dsm, atol=1e-6)
-    assert get_loss("ctm") is ctm_loss and get_loss("scd") is sct_loss
-    with pytest.raises(ValueError):
-        get_loss("gan")
     with pytest.raises(ValueError):
         ctm_loss(m, None, x0, z, t, metric="lpips")
 

@@ -1,5 +1,6 @@
-"""The training loop (noctcm.training.trainer): every objective on a tiny U-Net, data order, rank slicing,
-gradient checkpointing, resume guards, logging files. Multi-process and kill/resume tests: test_ddp.py, test_resume.py."""
+"""The training loop (noctcm.training.trainer): every method of the table on a tiny U-Net, data order, rank slicing,
+gradient checkpointing (applied once), resume guards, logging files. Multi-process and kill/resume tests: test_ddp.py,
+test_resume.py."""
 import json
 import math
 import warnings
@@ -8,9 +9,11 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from noctcm.config import ConfigError, load_config
-from noctcm.training.trainer import (OBJECTIVES, ConsistencyTrainer, EpochSampler, StepContext, TrainingDiverged,
-                                     enable_grad_checkpointing)
+from noctcm.config import METHODS, ConfigError, load_config
+from noctcm.training.batches import EpochSampler, load_train_data
+from noctcm.training.methods import Draws
+from noctcm.training.runtime import TrainingDiverged
+from noctcm.training.trainer import ConsistencyTrainer
 from noctcm.utils.helpers import CheckpointError, load_checkpoint
 
 torch.set_num_threads(1)
@@ -45,16 +48,16 @@ def teacher_ckpt(tmp_path_factory, data):
     return make(tiny_cfg("training.objective=diffusion", "training.steps=2"), out, data).fit()
 
 
-@pytest.mark.parametrize("objective", ["diffusion", "sct", "scd", "ect", "ict", "ctm"])
-def test_every_objective_runs_and_loss_is_finite(objective, tmp_path, data, teacher_ckpt):
-    extra = ["model.two_time=true"] if objective == "ctm" else []
-    teacher = teacher_ckpt if objective in ("scd", "ect", "ctm") else None
+@pytest.mark.parametrize("objective", list(METHODS))
+def test_every_method_runs_and_loss_is_finite(objective, tmp_path, data, teacher_ckpt):
+    extra = ["model.two_time=true"] if objective in ("ctm", "meanflow") else []
+    teacher = teacher_ckpt if METHODS[objective].teacher != "none" else None
     tr = make(tiny_cfg(f"training.objective={objective}", *extra), tmp_path, data, teacher_checkpoint=teacher)
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
     path = tr.fit()
     assert path == tmp_path / "checkpoint.pt" and path.is_file()
-    assert [h["step"] for h in tr.history] == [1, 2, 3]
-    assert all(math.isfinite(h["loss"]) and math.isfinite(h["grad_norm"]) for h in tr.history)
+    assert [h["step"] for h in tr.log.history] == [1, 2, 3]
+    assert all(math.isfinite(h["loss"]) and math.isfinite(h["grad_norm"]) for h in tr.log.history)
     # the weights moved, and the EMA is a weighted average (differs from both start and end in general)
     after = tr.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
@@ -63,8 +66,8 @@ def test_every_objective_runs_and_loss_is_finite(objective, tmp_path, data, teac
     assert set(ck["ema_model"]) == set(ck["model"])
 
 
-def test_registry_has_the_six_objectives():
-    assert {"diffusion", "sct", "scd", "ect", "ict", "ctm"} <= set(OBJECTIVES)
+def test_the_table_has_the_seven_methods():
+    assert {"diffusion", "sct", "scd", "ect", "ict", "ctm", "meanflow"} == set(METHODS)
 
 
 @settings(max_examples=40, deadline=None)
@@ -88,42 +91,52 @@ def test_epoch_sampler_rejects_a_state_for_other_data():
         EpochSampler(11, 4).load_state_dict(s.state_dict())
 
 
-def test_rank_slices_of_the_context_draws_concatenate_to_the_single_process_draws():
+def test_rank_slices_of_the_draws_concatenate_to_the_single_process_draws():
     "Per-sample randomness does not depend on the number of processes: ranks see slices of one global draw."
-    cfg = tiny_cfg()
+    class Net:
+        sigma_d, noise = 0.5, None
 
-    def ctx(lo, hi):
-        return StepContext(step=0, total_steps=1, cfg=cfg, schedule=None, teacher=None,
-                           generator=torch.Generator().manual_seed(5), global_batch=8, lo=lo, hi=hi,
-                           device=torch.device("cpu"))
+    def draws(rows):
+        d = Draws(torch.Generator().manual_seed(5), 8, rows)
+        return d.noise(Net, torch.zeros(8, 1, 2, 2)), d.time(-1.0, 1.4, 0.5), d.uniform(), d.choice(torch.tensor([0.2, 0.3, 0.5]))
 
-    def draws(c):
-        return c.randn(1, 2, 2), c.time(0.5), c.rand(), c.choice(torch.tensor([0.2, 0.3, 0.5]))
-
-    full = draws(ctx(0, 8))
-    halves = [draws(ctx(0, 4)), draws(ctx(4, 8))]
+    full = draws(None)
+    halves = [draws(slice(0, 4)), draws(slice(4, 8))]
     for i, f in enumerate(full):
         assert torch.equal(torch.cat([halves[0][i], halves[1][i]]), f)
     assert not torch.equal(halves[0][0], halves[1][0])
 
 
-def test_gradient_checkpointing_gives_the_same_training(tmp_path, data):
-    cfg = ["training.objective=sct", "training.tangent_warmup_steps=0"]
-    a = make(tiny_cfg(*cfg), tmp_path / "a", data)
-    a.fit()
-    b = make(tiny_cfg(*cfg, "training.grad_checkpointing=true"), tmp_path / "b", data)
-    assert any(getattr(m, "_noctcm_ckpt", False) for m in b.model.modules())
-    b.fit()
+def test_gradient_checkpointing_is_applied_once_and_gives_the_same_training(tmp_path, data):
+    """training.grad_checkpointing=true: the U-Net checkpoints each block once (no checkpoint inside another, no
+    module's forward replaced), every checkpointed block runs exactly twice per step (forward + one recompute), and
+    the weights equal a run without it. The trainer once also wrapped every `*Block` itself (13 extra checkpoints)."""
+    import torch.utils.checkpoint as cp
+    cfg = ["training.objective=sct", "training.tangent_warmup_steps=0", "data.resolutions=[]"]
+
+    def run(out, *extra):
+        tr = make(tiny_cfg(*cfg, *extra), out, data)
+        depth, deepest, calls, orig = [0], [0], [], cp.checkpoint
+        tr.model.backbone.down[0][0].register_forward_pre_hook(lambda *a: calls.append(1))
+
+        def counting(fn, *a, **k):
+            depth[0] += 1; deepest[0] = max(deepest[0], depth[0])
+            try: return orig(fn, *a, **k)
+            finally: depth[0] -= 1
+        cp.checkpoint = counting
+        try: tr.fit(1)
+        finally: cp.checkpoint = orig
+        assert not any("forward" in vars(m) for m in tr.model.modules())
+        tr.fit()
+        return tr, len(calls), deepest[0]
+
+    a, calls_a, depth_a = run(tmp_path / "a")
+    b, calls_b, depth_b = run(tmp_path / "b", "training.grad_checkpointing=true")
+    # per step, sCT runs the no-grad JVP pass and the with-grad pass; checkpointing adds one recompute of the latter
+    n = a.step
+    assert (calls_a, depth_a) == (2 * n, 0) and (calls_b, depth_b) == (3 * n, 1), (calls_a, depth_a, calls_b, depth_b)
     for k, v in a.model.state_dict().items():
         assert torch.allclose(v, b.model.state_dict()[k], atol=1e-6, rtol=1e-5), k
-
-
-def test_enable_grad_checkpointing_counts_blocks():
-    class Block(torch.nn.Linear):
-        pass
-    net = torch.nn.Sequential(Block(2, 2), torch.nn.ReLU(), Block(2, 2))
-    assert enable_grad_checkpointing(net) == 2
-    assert enable_grad_checkpointing(net) == 0  # idempotent
 
 
 def test_resume_refuses_a_different_model(tmp_path, data):
@@ -155,13 +168,13 @@ def test_divergence_names_the_step_and_keeps_the_last_checkpoint(tmp_path, data)
     tr = make(tiny_cfg("training.steps=6", "training.checkpoint_every=2"), tmp_path, data)
     tr.fit(2)
     good = tr.checkpoint_path.read_bytes()
-    real = tr.objective
+    real = tr.loss.method
 
-    def bad(model, x0, ctx):
-        loss, stats = real(model, x0, ctx)
+    def bad(net, x0, draws, step):
+        loss, stats = real(net, x0, draws, step)
         return loss * float("inf"), stats
 
-    tr.objective = bad
+    tr.loss.method = bad
     with pytest.raises(TrainingDiverged, match=r"step 3\b") as e:
         tr.fit()
     assert e.value.step == 3 and str(tr.checkpoint_path) in str(e.value)
@@ -171,7 +184,7 @@ def test_divergence_names_the_step_and_keeps_the_last_checkpoint(tmp_path, data)
 def test_mixed_precision_falls_back_to_fp32_on_cpu(tmp_path, data):
     with pytest.warns(UserWarning, match="CUDA only"):
         tr = make(tiny_cfg("training.precision=bf16", "training.steps=1"), tmp_path, data)
-    assert tr.amp_dtype is None
+    assert tr.rt.amp_dtype is None
     tr.fit()
 
 
@@ -206,7 +219,7 @@ def test_a_compiled_model_that_fails_falls_back_to_eager_with_the_same_result(tm
         raise RuntimeError("simulated compiler failure")
 
     tr.model.backbone._compiled_call_impl = broken  # what nn.Module.compile() installs, made to fail
-    tr._compile_pending = True
+    tr.compile_pending = True
     with pytest.warns(UserWarning, match="simulated compiler failure"):
         tr.fit()
     assert tr.model.backbone._compiled_call_impl is None
@@ -216,7 +229,6 @@ def test_a_compiled_model_that_fails_falls_back_to_eager_with_the_same_result(tm
 
 def test_training_data_come_from_prepared_only_when_it_matches(tmp_path):
     from noctcm.data.datasets import fetch, load_dataset, prepare
-    from noctcm.training.trainer import load_train_data
     fetch("digits", root=tmp_path / "data")
     cfg = tiny_cfg(f"data.root={tmp_path / 'data'}", f"paths.prepared={tmp_path / 'prep'}")
     direct = load_train_data(cfg)            # nothing prepared yet: read the dataset

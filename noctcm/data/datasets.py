@@ -23,14 +23,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..config import NoctcmError
-from ..utils.helpers import atomic_save, atomic_write_bytes
+from ..utils.helpers import atomic_save, atomic_write_bytes, network_available
 
 # %% auto 0
 __all__ = ['DATASETS', 'IMAGE_EXTENSIONS', 'DIGITS_N_TEST', 'DIGITS_SEED', 'CIFAR10_URL', 'CIFAR10_FILES', 'DIGITS_SHA256',
            'CIFAR10_CLASSES', 'TOY2D_N', 'DataError', 'sha256_bytes', 'sha256_file', 'canonical_json', 'make_split',
            'resize_bilinear_np', 'digits_to_uint8', 'resize_image_uint8', 'ImageTensorDataset', 'PointDataset',
-           'load_digits_raw', 'read_cifar10_batch', 'read_cifar10', 'network_available', 'folder_classes',
-           'read_image_folder', 'make_toy2d', 'folder_arrays', 'fetch', 'load_dataset', 'prepare', 'load_prepared']
+           'load_digits_raw', 'read_cifar10_batch', 'read_cifar10', 'folder_classes', 'read_image_folder', 'make_toy2d',
+           'folder_arrays', 'fetch', 'load_dataset', 'prepare', 'load_prepared']
 
 # %% ../../nbs/08_datasets.ipynb
 class DataError(NoctcmError, RuntimeError):
@@ -235,13 +235,6 @@ def read_cifar10(folder, split: str = 'train'):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
-
-def network_available(host: str = 'www.cs.toronto.edu', port: int = 443, timeout: float = 3.0) -> bool:
-    "True when a TCP connection to host:port opens within `timeout` s (False at once offline or with NOCTCM_OFFLINE=1)."
-    if os.environ.get('NOCTCM_OFFLINE', '') not in ('', '0'): return False
-    try:
-        with socket.create_connection((host, port), timeout=timeout): return True
-    except OSError: return False
 
 def _cifar_missing_message(dest):
     return (f"CIFAR-10 not found and it cannot be downloaded (no network). Put the official python batches "

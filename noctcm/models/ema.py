@@ -17,7 +17,7 @@ from torch import nn
 from ..utils.helpers import unwrap
 
 # %% auto 0
-__all__ = ['gamma_to_sigma_rel', 'sigma_rel_to_gamma', 'power_beta', 'halflife_beta', 'EMA']
+__all__ = ['gamma_to_sigma_rel', 'sigma_rel_to_gamma', 'power_beta', 'halflife_beta', 'ema_step', 'EMA']
 
 # %% ../../nbs/07_ema.ipynb
 def gamma_to_sigma_rel(gamma: float) -> float:
@@ -49,6 +49,24 @@ def halflife_beta(batch_size: int, halflife_nimg: float) -> float:
     return 0.5 ** (batch_size / max(float(halflife_nimg), 1e-8))
 
 # %% ../../nbs/07_ema.ipynb
+@torch.no_grad()
+def ema_step(shadow: nn.Module, model: nn.Module, beta: float):
+    "`shadow`'s parameters <- beta * shadow + (1 - beta) * `model`'s (floating point; others and buffers copied)."
+    ema_p, src_p = dict(shadow.named_parameters()), dict(model.named_parameters())
+    if ema_p.keys() != src_p.keys():
+        raise ValueError("EMA.update: the model's parameters differ from the EMA copy's")
+    for k, p in src_p.items():
+        e = ema_p[k]
+        if e.is_floating_point() or e.is_complex():
+            e.lerp_(p.detach().to(e.device, e.dtype), 1.0 - beta)
+        else:
+            e.copy_(p.detach())  # copy_ moves across devices/dtypes
+    ema_b, src_b = dict(shadow.named_buffers()), dict(model.named_buffers())
+    for k, v in src_b.items():
+        if k in ema_b:
+            ema_b[k].copy_(v)
+
+# %% ../../nbs/07_ema.ipynb
 class EMA:
     "Shadow copy of a model's weights averaged with a constant, half-life or EDM2 power-function decay."
     KINDS = ("power", "halflife", "constant")
@@ -76,25 +94,11 @@ class EMA:
             return halflife_beta(self.batch_size, self.halflife_kimg * 1000)
         return self.beta
 
-    @torch.no_grad()
     def update(self, model: nn.Module) -> float:
         "Move the shadow weights towards `model`'s; returns the decay used."
-        src = unwrap(model)
         self.step += 1
         b = self.beta_at(self.step)
-        ema_p, src_p = dict(self.model.named_parameters()), dict(src.named_parameters())
-        if ema_p.keys() != src_p.keys():
-            raise ValueError("EMA.update: the model's parameters differ from the EMA copy's")
-        for k, p in src_p.items():
-            e = ema_p[k]
-            if e.is_floating_point() or e.is_complex():
-                e.lerp_(p.detach().to(e.device, e.dtype), 1.0 - b)
-            else:
-                e.copy_(p.detach())  # copy_ moves across devices/dtypes
-        ema_b, src_b = dict(self.model.named_buffers()), dict(src.named_buffers())
-        for k, v in src_b.items():
-            if k in ema_b:
-                ema_b[k].copy_(v)
+        ema_step(self.model, unwrap(model), b)
         return b
 
     def ema_state_dict(self) -> dict:

@@ -5,17 +5,18 @@
 # %% ../../nbs/11_distillation.ipynb 2
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 import torch.nn as nn
 
+from ..data.datasets import sha256_file
+from ..models.consistency_model import _times, load_model
 from ..trigflow import add_noise, expand_t
-from .losses import ect_loss, sct_loss, unwrap_model
+from .losses import unwrap_model
 
 # %% auto 0
-__all__ = ['TrigFlowTeacher', 'EDMDenoiserTeacher', 'load_teacher', 'shape_mismatch', 'init_student_from_teacher', 'ECTDistiller']
+__all__ = ['TrigFlowTeacher', 'EDMDenoiserTeacher', 'load_teacher', 'shape_mismatch', 'init_student_from_teacher']
 
 # %% ../../nbs/11_distillation.ipynb
 class TrigFlowTeacher:
@@ -54,7 +55,7 @@ class EDMDenoiserTeacher:
 
     @torch.no_grad()
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t64 = torch.as_tensor(t, device=x_t.device).double().expand(x_t.shape[0])
+        t64 = _times(t, x_t).double()   # the models' one time normaliser: a float or [1] -> [B]
         t64 = t64.clamp(self.t_eps, math.pi / 2 - self.t_eps)
         x64 = x_t.double()
         cos, sin = expand_t(torch.cos(t64), x64), expand_t(torch.sin(t64), x64)
@@ -71,11 +72,12 @@ class EDMDenoiserTeacher:
 
 # %% ../../nbs/11_distillation.ipynb
 def load_teacher(path, device="cpu", use_ema: bool = True) -> TrigFlowTeacher:
-    "A `TrigFlowTeacher` from a noctcm checkpoint (`noctcm.models.consistency_model.load_model`); `.config` holds its config."
-    from noctcm.models.consistency_model import load_model  # lazy: consistency_model is a sibling module
+    """A `TrigFlowTeacher` from a noctcm checkpoint (`noctcm.models.consistency_model.load_model`); `.config` holds its
+    config, `.path` and `.sha256` name the file (a distilled checkpoint records them, so the pipeline's resume guard
+    restarts a run whose teacher changed)."""
     model, cfg = load_model(path, use_ema=use_ema, device=device)
     teacher = TrigFlowTeacher(model)
-    teacher.config = cfg
+    teacher.config, teacher.path, teacher.sha256 = cfg, path, sha256_file(path)
     return teacher
 
 # %% ../../nbs/11_distillation.ipynb
@@ -121,38 +123,3 @@ def init_student_from_teacher(student: nn.Module, teacher: nn.Module, student_cf
     except RuntimeError as e:
         raise ValueError(f"student and teacher architectures differ: {str(e).splitlines()[0]}") from e
     return student
-
-
-class ECTDistiller:
-    "Frozen teacher + student initialised from it; `dxdt` for sCD and `loss` for `scd` / `ect`."
-
-    METHODS = ("scd", "ect")
-
-    def __init__(self, teacher_model: nn.Module, student: nn.Module | None = None, init_from_teacher: bool = True,
-                 method: str = "scd"):
-        if method not in self.METHODS:
-            raise ValueError(f"distillation method must be one of {self.METHODS}, got {method!r}")
-        teacher_model = unwrap_model(teacher_model)
-        if student is None:
-            student = copy.deepcopy(teacher_model)
-        elif init_from_teacher:
-            init_student_from_teacher(student, teacher_model)
-        self.student = student.train().requires_grad_(True)
-        # the teacher is a private frozen copy, so training the student never changes it
-        self.teacher = TrigFlowTeacher(copy.deepcopy(teacher_model))
-        self.method = method
-
-    @classmethod
-    def from_checkpoint(cls, path, device="cpu", method: str = "scd", use_ema: bool = True):
-        teacher = load_teacher(path, device, use_ema)
-        return cls(teacher.model, method=method)
-
-    def dxdt(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        "sCD's $dx_t/dt = \\sigma_d F_{\\text{teacher}}(x_t/\\sigma_d, t)$ (no grad)."
-        return self.teacher.velocity(x_t, t)
-
-    def loss(self, x0: torch.Tensor, z: torch.Tensor, t: torch.Tensor, r: float = 1.0, stage: int = 0, **kw):
-        "Per-sample loss and stats of the distillation objective (`kw` go to `sct_loss` / `ect_loss`)."
-        if self.method == "scd":
-            return sct_loss(self.student, x0, z, t, r=r, dxdt=self.dxdt(add_noise(x0, z, t), t), **kw)
-        return ect_loss(self.student, x0, z, t, stage=stage, **kw)

@@ -17,11 +17,10 @@ from ..trigflow import add_noise, expand_t, velocity_target
 from ..utils.helpers import unwrap
 
 # %% auto 0
-__all__ = ['unwrap_model', 'TANGENT_NORMS', 'JVP_MODES', 'LOSSES', 'per_sample_sum', 'per_sample_mean', 'same_randomness',
+__all__ = ['unwrap_model', 'TANGENT_NORMS', 'JVP_MODES', 'per_sample_sum', 'per_sample_mean', 'same_randomness',
            'frozen_parameters', 'pseudo_huber', 'PseudoHuberLoss', 'adaptive_weighting', 'diffusion_loss',
            'consistency_tangent', 'normalize_tangent', 'tangent_jvp', 'fused_tangent_forward', 'sct_loss', 'ect_r',
-           'ect_loss', 'karras_sigmas', 'ict_num_scales', 'ict_index_probs', 'ict_loss', 'teacher_step', 'ctm_loss',
-           'get_loss']
+           'ect_loss', 'karras_sigmas', 'ict_num_scales', 'ict_index_probs', 'ict_loss', 'teacher_step', 'ctm_loss']
 
 # %% ../../nbs/09_losses.ipynb
 unwrap_model = unwrap  # the plain module inside DDP / DataParallel / torch.compile wrappers (noctcm.utils.helpers)
@@ -140,7 +139,7 @@ def normalize_tangent(g: torch.Tensor, kind: str = "l2", c: float = 0.1) -> torc
         return g
     raise ValueError(f"tangent_norm must be one of {TANGENT_NORMS}, got {kind!r}")
 
-
+# %% ../../nbs/09_losses.ipynb
 def tangent_jvp(model, x_t: torch.Tensor, t: torch.Tensor, dxdt: torch.Tensor, autocast: bool = False,
                 method: str = "dual"):
     """`(F⁻, jvp_out)` in float32: the JVP of `F(x/σ_d, t)` at `(x_t/σ_d, t)` along
@@ -166,7 +165,7 @@ def tangent_jvp(model, x_t: torch.Tensor, t: torch.Tensor, dxdt: torch.Tensor, a
                 jvp_out = torch.zeros_like(F_minus)
     return F_minus.float(), jvp_out.float()
 
-
+# %% ../../nbs/09_losses.ipynb
 JVP_MODES = ("separate", "fused")
 
 
@@ -186,7 +185,7 @@ def fused_tangent_forward(model, x_t: torch.Tensor, t: torch.Tensor, dxdt: torch
         jvp_out = torch.zeros_like(F)
     return F.float(), jvp_out.detach().float()
 
-
+# %% ../../nbs/09_losses.ipynb
 def sct_loss(model, x0: torch.Tensor, z: torch.Tensor, t: torch.Tensor, r: float | torch.Tensor = 1.0,
              dxdt: torch.Tensor | None = None, tangent_norm: str = "l2", tangent_c: float = 0.1,
              adaptive: bool = True, prior_weight: bool = False, jvp_autocast: bool = False, jvp: str = "separate"):
@@ -364,14 +363,3 @@ def ctm_loss(model, teacher_velocity, x0: torch.Tensor, z: torch.Tensor, t: torc
         stats["dsm"] = dsm.mean().detach()
     stats["loss"] = loss.mean().detach()
     return loss, stats
-
-# %% ../../nbs/09_losses.ipynb
-LOSSES = {"diffusion": diffusion_loss, "sct": sct_loss, "scd": sct_loss, "ect": ect_loss, "ict": ict_loss,
-          "ctm": ctm_loss}
-
-
-def get_loss(name: str):
-    "The loss function registered under `name`."
-    if name not in LOSSES:
-        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(LOSSES)}")
-    return LOSSES[name]

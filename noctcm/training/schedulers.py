@@ -10,34 +10,59 @@ import math
 from .losses import ict_num_scales
 
 # %% auto 0
-__all__ = ['LR_DECAYS', 'ProgressiveSchedule']
+__all__ = ['LR_DECAYS', 'tangent_warmup', 'ect_stage', 'lr_factor', 'ProgressiveSchedule']
 
 # %% ../../nbs/10_schedulers.ipynb
 LR_DECAYS = ("none", "inv_sqrt", "cosine")
 
+def tangent_warmup(step: int, warmup_steps: int) -> float:
+    "sCM tangent warm-up factor $r = \\min(1, k/H)$ ($H = 0$: 1)."
+    return 1.0 if warmup_steps == 0 else min(1.0, step / warmup_steps)
+
+def ect_stage(step: int, stage_steps: int) -> int:
+    "ECT stage $\\lfloor k/\\text{ect\\_stage\\_steps}\\rfloor$ (0 when `stage_steps` is 0)."
+    return 0 if stage_steps == 0 else step // stage_steps
+
+def lr_factor(step: int, steps: int, warmup_steps: int = 0, decay: str = "none", ref_steps: int = 1000) -> float:
+    "Learning-rate multiplier at step $k$: linear warm-up × `none` | `inv_sqrt` | `cosine` decay."
+    f = 1.0 if warmup_steps == 0 else min(1.0, (step + 1) / warmup_steps)
+    if decay == "inv_sqrt":
+        f /= math.sqrt(max(step / ref_steps, 1.0))
+    elif decay == "cosine":
+        p = min(max((step - warmup_steps) / max(steps - warmup_steps, 1), 0.0), 1.0)
+        f *= 0.5 * (1 + math.cos(math.pi * p))
+    return f
+
+# %% ../../nbs/10_schedulers.ipynb
 _KNOBS = ("steps", "lr", "lr_warmup_steps", "lr_decay", "lr_ref_steps", "tangent_warmup_steps", "ect_stage_steps",
           "ict_s0", "ict_s1")
 
+def _check_knobs(steps, lr, lr_warmup_steps, lr_decay, lr_ref_steps, tangent_warmup_steps, ect_stage_steps, ict_s0,
+                 ict_s1, step):
+    "ValueError naming the first knob out of range."
+    if lr_decay not in LR_DECAYS:
+        raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {lr_decay!r}")
+    for name, v in (("steps", steps), ("lr_ref_steps", lr_ref_steps), ("ict_s0", ict_s0)):
+        if int(v) < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    for name, v in (("lr_warmup_steps", lr_warmup_steps), ("tangent_warmup_steps", tangent_warmup_steps),
+                    ("ect_stage_steps", ect_stage_steps), ("step", step)):
+        if int(v) < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
+    if lr < 0:
+        raise ValueError(f"lr must be >= 0, got {lr}")
+    if ict_s1 < ict_s0:
+        raise ValueError(f"ict_s1 must be >= ict_s0, got {ict_s1} < {ict_s0}")
 
+# %% ../../nbs/10_schedulers.ipynb
 class ProgressiveSchedule:
     "Step-dependent training quantities (tangent warm-up, ECT stage, iCT N(k), learning rate); resumable."
 
     def __init__(self, steps: int = 2000, lr: float = 5e-4, lr_warmup_steps: int = 0, lr_decay: str = "none",
                  lr_ref_steps: int = 1000, tangent_warmup_steps: int = 500, ect_stage_steps: int = 500,
                  ict_s0: int = 10, ict_s1: int = 1280, step: int = 0):
-        if lr_decay not in LR_DECAYS:
-            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {lr_decay!r}")
-        for name, v in (("steps", steps), ("lr_ref_steps", lr_ref_steps), ("ict_s0", ict_s0)):
-            if int(v) < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
-        for name, v in (("lr_warmup_steps", lr_warmup_steps), ("tangent_warmup_steps", tangent_warmup_steps),
-                        ("ect_stage_steps", ect_stage_steps), ("step", step)):
-            if int(v) < 0:
-                raise ValueError(f"{name} must be >= 0, got {v}")
-        if lr < 0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
-        if ict_s1 < ict_s0:
-            raise ValueError(f"ict_s1 must be >= ict_s0, got {ict_s1} < {ict_s0}")
+        _check_knobs(steps, lr, lr_warmup_steps, lr_decay, lr_ref_steps, tangent_warmup_steps, ect_stage_steps,
+                     ict_s0, ict_s1, step)
         self.steps, self.lr_base, self.lr_warmup_steps = int(steps), float(lr), int(lr_warmup_steps)
         self.lr_decay, self.lr_ref_steps = lr_decay, int(lr_ref_steps)
         self.tangent_warmup_steps, self.ect_stage_steps = int(tangent_warmup_steps), int(ect_stage_steps)
@@ -48,42 +73,16 @@ class ProgressiveSchedule:
     def from_config(cls, cfg, step: int = 0) -> "ProgressiveSchedule":
         "Build from a full config (uses `cfg.training`) or from the `training` section itself."
         tr = cfg["training"] if "training" in cfg else cfg
-        kw = {k: tr[k] for k in _KNOBS if k != "lr" and k in tr}
-        if "lr" in tr:
-            kw["lr"] = tr["lr"]
-        return cls(**kw, step=step)
+        return cls(**{k: tr[k] for k in _KNOBS if k in tr}, step=step)
 
-    def _k(self, step):
-        return self.step if step is None else int(step)
-
-    def tangent_r(self, step: int | None = None) -> float:
-        "sCM tangent warm-up factor $r = \\min(1, k/H)$."
-        k = self._k(step)
-        return 1.0 if self.tangent_warmup_steps == 0 else min(1.0, k / self.tangent_warmup_steps)
-
-    def ect_stage(self, step: int | None = None) -> int:
-        "ECT stage $\\lfloor k/\\text{ect\\_stage\\_steps}\\rfloor$."
-        return 0 if self.ect_stage_steps == 0 else self._k(step) // self.ect_stage_steps
-
+    def _k(self, step): return self.step if step is None else int(step)
+    def tangent_r(self, step: int | None = None) -> float: return tangent_warmup(self._k(step), self.tangent_warmup_steps)
+    def ect_stage(self, step: int | None = None) -> int: return ect_stage(self._k(step), self.ect_stage_steps)
     def ict_num_scales(self, step: int | None = None) -> int:
-        "iCT number of noise levels $N(k)$."
         return ict_num_scales(self._k(step), self.steps, self.ict_s0, self.ict_s1)
-
     def lr_factor(self, step: int | None = None) -> float:
-        "Learning-rate multiplier (warm-up × decay)."
-        k = self._k(step)
-        f = 1.0 if self.lr_warmup_steps == 0 else min(1.0, (k + 1) / self.lr_warmup_steps)
-        if self.lr_decay == "inv_sqrt":
-            f /= math.sqrt(max(k / self.lr_ref_steps, 1.0))
-        elif self.lr_decay == "cosine":
-            span = max(self.steps - self.lr_warmup_steps, 1)
-            p = min(max((k - self.lr_warmup_steps) / span, 0.0), 1.0)
-            f *= 0.5 * (1 + math.cos(math.pi * p))
-        return f
-
-    def lr(self, step: int | None = None) -> float:
-        "Learning rate at step $k$."
-        return self.lr_base * self.lr_factor(step)
+        return lr_factor(self._k(step), self.steps, self.lr_warmup_steps, self.lr_decay, self.lr_ref_steps)
+    def lr(self, step: int | None = None) -> float: return self.lr_base * self.lr_factor(step)
 
     def __call__(self, step: int | None = None) -> dict:
         "All quantities at `step` (default: the current step) as a dict."
@@ -104,9 +103,7 @@ class ProgressiveSchedule:
         return self.step
 
     def state_dict(self) -> dict:
-        d = {k: getattr(self, "lr_base" if k == "lr" else k) for k in _KNOBS}
-        d["step"] = self.step
-        return d
+        return {**{k: getattr(self, "lr_base" if k == "lr" else k) for k in _KNOBS}, "step": self.step}
 
     def load_state_dict(self, state: dict) -> None:
         missing = [k for k in (*_KNOBS, "step") if k not in state]

@@ -13,6 +13,7 @@ import os
 import pathlib
 import pickle
 import random
+import socket
 import tempfile
 
 import numpy as np
@@ -24,7 +25,7 @@ from ..config import NoctcmError
 # %% auto 0
 __all__ = ['CHECKPOINT_FORMAT', 'seed_everything', 'get_device', 'rng_state', 'set_rng_state', 'StorageError', 'atomic_save',
            'atomic_write_bytes', 'atomic_write_text', 'CheckpointError', 'load_checkpoint', 'to_uint8', 'image_grid',
-           'save_image_grid', 'unwrap']
+           'save_image_grid', 'resize_images', 'network_available', 'unwrap']
 
 # %% ../../nbs/01_helpers.ipynb
 def seed_everything(seed: int) -> int:
@@ -229,6 +230,23 @@ def save_image_grid(images, path, nrow: int | None = None, pad_value: int = 0, s
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return atomic_write_bytes(buf.getvalue(), path)
+
+# %% ../../nbs/01_helpers.ipynb
+def resize_images(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    "Float images in [-1, 1] to `size`² (anti-aliased when shrinking; 'bicubic' for the upsampling baseline), clamped."
+    x = torch.as_tensor(x).float()
+    if x.shape[-1] == size and x.shape[-2] == size: return x
+    aa = size < x.shape[-1]
+    y = torch.nn.functional.interpolate(x, size=(int(size), int(size)), mode=mode, align_corners=False, antialias=aa)
+    return y.clamp(-1, 1)
+
+# %% ../../nbs/01_helpers.ipynb
+def network_available(host: str = 'www.cs.toronto.edu', port: int = 443, timeout: float = 3.0) -> bool:
+    "True when a TCP connection to host:port opens within `timeout` s (False at once offline or with NOCTCM_OFFLINE=1)."
+    if os.environ.get('NOCTCM_OFFLINE', '') not in ('', '0'): return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout): return True
+    except OSError: return False
 
 # %% ../../nbs/01_helpers.ipynb
 def unwrap(model: nn.Module) -> nn.Module:

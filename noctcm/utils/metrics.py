@@ -23,8 +23,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, DATASETS_REGISTRY
 
 from ..config import NoctcmError
-from .helpers import atomic_save
-from ..data.datasets import network_available, ImageTensorDataset
+from .helpers import atomic_save, network_available
 
 # %% auto 0
 __all__ = ['DOMAIN_EXTRACTOR', 'INCEPTION', 'INCEPTION_WEIGHTS_FILE', 'INCEPTION_URL', 'VGG16_WEIGHTS_FILE', 'CLASSIFIER_FORMAT',
@@ -157,7 +156,7 @@ def save_classifier(model: DomainClassifier, path, **meta) -> pathlib.Path:
 def load_classifier(path, map_location='cpu') -> DomainClassifier:
     "Load a classifier written by `save_classifier` (clear `MetricsError` naming the file otherwise)."
     p = pathlib.Path(path)
-    if not p.is_file(): raise MetricsError(f"classifier checkpoint {p} not found (evaluation.classifier_checkpoint); train it with `dvc repro classifier`, or without DVC: `python -m noctcm.report classifier --config params.yaml --out {p}` (≈ 20 s on a CPU)")
+    if not p.is_file(): raise MetricsError(f"classifier checkpoint {p} not found (evaluation.classifier_checkpoint); train it with `dvc repro classifier`, or without DVC: `noctcm stage classifier --config params.yaml --out {p}` (≈ 20 s on a CPU)")
     try: d = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e: raise MetricsError(f"corrupt or truncated classifier checkpoint {p}: {e}") from None
     if not isinstance(d, dict) or d.get('format') != CLASSIFIER_FORMAT:
@@ -224,10 +223,17 @@ def register_domain_extractor():
 register_domain_extractor()
 
 # %% ../../nbs/13_metrics.ipynb
+def _is_image_dataset(x) -> bool:
+    "A dataset holding uint8 images as `.images` (e.g. `noctcm.data.datasets.ImageTensorDataset`)."
+    return isinstance(x, Dataset) and torch.is_tensor(getattr(x, "images", None))
+
+def _image_tensor(images) -> torch.Tensor:
+    return images.images if _is_image_dataset(images) else torch.as_tensor(images)
+
 class UInt8ImageDataset(Dataset):
     "uint8 [N,C,H,W] as the Dataset torch-fidelity reads (items uint8 [C,H,W]; `rgb=True` repeats a gray channel)."
     def __init__(self, images, rgb: bool = False):
-        images = images.images if isinstance(images, ImageTensorDataset) else torch.as_tensor(images)
+        images = _image_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
             raise MetricsError(f"images must be uint8 [N,1|3,H,W] (use noctcm.utils.helpers.to_uint8), got {images.dtype} {tuple(images.shape)}")
         if len(images) < 2: raise MetricsError(f"need at least 2 images, got {len(images)}")
@@ -239,7 +245,7 @@ class UInt8ImageDataset(Dataset):
 
 def reference_cache_name(images, extractor_tag: str = '') -> str:
     "Cache name of a reference set: SHA-256 of its shape and uint8 bytes (+ extractor tag, e.g. the classifier hash)."
-    images = images.images if isinstance(images, ImageTensorDataset) else torch.as_tensor(images)
+    images = _image_tensor(images)
     h = hashlib.sha256(repr(tuple(images.shape)).encode())
     h.update(images.detach().cpu().contiguous().numpy().tobytes())
     return f"noctcm-ref-{h.hexdigest()[:24]}" + (f"-{extractor_tag}" if extractor_tag else '')
@@ -281,7 +287,7 @@ _KEYS = {'frechet_inception_distance': 'fid', 'inception_score_mean': 'is_mean',
          'precision': 'precision', 'recall': 'recall', 'f_score': 'f_score'}
 
 def _as_uint8(x, what):
-    if isinstance(x, ImageTensorDataset): return x.images
+    if _is_image_dataset(x): return x.images
     x = torch.as_tensor(x)
     if x.dtype != torch.uint8: raise MetricsError(f"{what} must be uint8 [N,C,H,W] (see noctcm.utils.helpers.to_uint8), got {x.dtype}")
     return x
@@ -291,6 +297,11 @@ def _device(device):
                      'cpu' if device in (None, 'auto') else device)
     return d
 
+class _nullctx:
+    def __enter__(self): return self
+    def __exit__(self, *a): return False
+
+# %% ../../nbs/13_metrics.ipynb
 def compute_metrics(generated, reference, metrics=('fid', 'is', 'kid', 'precision', 'recall'),
                     feature_extractor: str = 'domain', feature_weights=None, classifier=None, cache_dir=None,
                     batch_size: int = 256, device='cpu', prc_feature_extractor: str | None = None,
@@ -369,7 +380,3 @@ def compute_metrics(generated, reference, metrics=('fid', 'is', 'kid', 'precisio
             if ref is not None: common['input2'] = UInt8ImageDataset(ref, True)
         out.update(run(pfe, pextra, ptag, prc=True))
     return {_KEYS.get(k, k): float(v) for k, v in out.items() if k in _KEYS}
-
-class _nullctx:
-    def __enter__(self): return self
-    def __exit__(self, *a): return False

@@ -264,3 +264,35 @@ if __name__ == "__main__":       # the table for the closing note: case, exit co
         r = run_case(cmd, w)
         line = [l for l in r.stderr.splitlines() if "error:" in l]
         print(f"| `{name}` | {r.returncode} | `{line[-1] if line else r.stderr.strip()[-200:]}` |".replace(str(w), "W"))
+
+
+def test_divergence_leaves_a_checkpoint_that_samples(tmp_path, digits_root):
+    """Issue 19: from a healthy step-4 checkpoint, `training.lr=1e30 training.grad_clip=0 training.checkpoint_every=1`
+    turns the weights into finite but enormous numbers after a finite loss. The run must stop with one line naming the
+    step, leave the last *usable* checkpoint (and snapshot), and `noctcm sample` on it must give finite samples."""
+    out = tmp_path / "run"
+    ok = subprocess.run(_train_cmd(out, digits_root, 4), env=_env(), capture_output=True, text=True, timeout=600)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    bad = subprocess.run([*_train_cmd(out, digits_root, 20), "training.lr=1e30", "training.grad_clip=0",
+                          "training.keep_snapshots=true"], env=_env(), capture_output=True, text=True, timeout=600)
+    lines = [l for l in bad.stderr.splitlines() if l.strip() and "Warning" not in l and "warnings.warn" not in l]
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+    assert lines[-1].startswith("noctcm: error: training diverged at step ") and "last good checkpoint" in lines[-1], lines[-3:]
+    from noctcm.generate import generate
+    from noctcm.models.consistency_model import load_model
+    from noctcm.utils.helpers import load_checkpoint
+    step = int(lines[-1].split("at step ")[1].split(":")[0])
+    assert load_checkpoint(out / "checkpoint.pt")["step"] < step
+    snaps = sorted(int(p.stem.split("-")[1]) for p in (out / "snapshots").glob("ckpt-*.pt"))
+    assert not snaps or max(snaps) < step, (snaps, step)
+    for use_ema in (True, False):
+        model, _ = load_model(out / "checkpoint.pt", use_ema=use_ema)
+        assert torch_isfinite(generate(model, 8, 1, progress=False)), use_ema
+    s = subprocess.run([*NOCTCM, "sample", "--checkpoint", str(out / "checkpoint.pt"), "--num_samples", "4",
+                        "--out", str(tmp_path / "samples")], env=_env(), capture_output=True, text=True, timeout=600)
+    assert s.returncode == 0, s.stderr[-2000:]
+
+
+def torch_isfinite(x) -> bool:
+    import torch
+    return bool(torch.isfinite(x).all())

@@ -11,13 +11,15 @@ import pathlib
 import shutil
 import warnings
 
+import torch
+
 from ..config import ConfigError, default_config, to_dict
 from .schedulers import ProgressiveSchedule
 from ..utils.helpers import _storage_cause, _storage_error, atomic_save
 
 # %% auto 0
-__all__ = ['RUN_OUTPUTS', 'checkpoint_path', 'snapshot_path', 'remove_stale_temp_files', 'clear_run_outputs', 'save_checkpoint',
-           'check_same_model', 'current_knobs']
+__all__ = ['RUN_OUTPUTS', 'checkpoint_path', 'snapshot_path', 'remove_stale_temp_files', 'clear_run_outputs', 'unusable_state',
+           'save_checkpoint', 'check_same_model', 'current_knobs']
 
 # %% ../../nbs/12c_checkpoints.ipynb
 RUN_OUTPUTS = ("checkpoint.pt", "snapshots", "history.jsonl", "dvclive", "samples")
@@ -38,6 +40,34 @@ def clear_run_outputs(out_dir):
         p = pathlib.Path(out_dir) / name
         if p.is_dir(): shutil.rmtree(p)
         elif p.exists(): p.unlink()
+
+# %% ../../nbs/12c_checkpoints.ipynb
+def _first_non_finite(named_tensors) -> str | None:
+    return next((name for name, t in named_tensors
+                 if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()), None)
+
+@torch.no_grad()
+def unusable_state(model, ema=None, optimizer=None, probe: int = 2) -> str | None:
+    """Why `model` (with `ema` and `optimizer`) must not be written as a checkpoint — a non-finite parameter, EMA weight
+    or optimiser moment, or non-finite 1-step samples of the raw or EMA weights — or None when it may be."""
+    tensors = [(f"parameter {n}", p) for n, p in model.named_parameters()]
+    if ema is not None: tensors += [(f"EMA weight {n}", t) for n, t in ema.ema_state_dict().items()]
+    if optimizer is not None:
+        tensors += [(f"optimiser state {k} of a parameter", t) for s in optimizer.state.values() for k, t in s.items()]
+    bad = _first_non_finite(tensors)
+    if bad: return f"{bad} is not finite"
+    if not probe or not hasattr(model, "sample"): return None
+    device, was = next(model.parameters()).device, model.training
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for which in ("raw", "EMA"):
+                swap = ema.swap(model) if which == "EMA" and ema is not None else contextlib.nullcontext()
+                with swap:
+                    x = model.sample(probe, steps=1, generator=torch.Generator(device=device).manual_seed(0))
+                if not torch.isfinite(x).all(): return f"1-step samples of the {which} weights are not finite"
+    finally:
+        model.train(was)
+    return None
 
 # %% ../../nbs/12c_checkpoints.ipynb
 def save_checkpoint(state: dict, out_dir, snapshot: bool = True) -> pathlib.Path:

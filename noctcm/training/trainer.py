@@ -15,7 +15,7 @@ from ..models.consistency_model import build_model
 from ..models.ema import EMA
 from .batches import TrainBatches
 from .checkpoints import (check_same_model, checkpoint_path, clear_run_outputs, current_knobs,
-                                         remove_stale_temp_files, save_checkpoint)
+                                         remove_stale_temp_files, save_checkpoint, unusable_state)
 from .distillation import load_teacher
 from .history import TrainLog, ema_samples
 from .methods import Draws, build_method, may_leave_parameters_unused
@@ -74,11 +74,11 @@ class CheckpointedRun:
                 "teacher": {"path": str(self.teacher.path), "sha256": self.teacher.sha256} if self.teacher else None}
 
     def save(self) -> pathlib.Path | None:
-        "Write `checkpoint.pt` (and a snapshot with `keep_snapshots`) atomically; non-finite weights raise."
+        "Write `checkpoint.pt` (and a snapshot with `keep_snapshots`) atomically; an unusable state raises instead."
         self.saved_step = self.step
         if not self.rt.is_main: return None
-        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
-        if bad: raise TrainingDiverged(self.step, f"parameter {bad[0]} is not finite", self.last_checkpoint)
+        why = unusable_state(self.model, self.ema, self.optimizer)
+        if why: raise TrainingDiverged(self.step, why, self.last_checkpoint)
         self.last_checkpoint = save_checkpoint(self.state_dict(), self.out_dir, self.tc.keep_snapshots)
         self.log.write_history_file()
         return self.last_checkpoint

@@ -30,8 +30,12 @@ def _data_parser(sub):
     dsub = dp.add_subparsers(dest="data_command", metavar="ACTION")
     dsub.required = True
     f = dsub.add_parser("fetch", help="write a dataset under ROOT/NAME deterministically")
-    f.add_argument("name", nargs="?", default="digits", choices=["digits", "cifar10", "folder", "toy2d"])
-    f.add_argument("--root", default="data", help="data root (default: data)")
+    f.add_argument("name", nargs="?", default=None, choices=["digits", "cifar10", "folder", "toy2d"],
+                   help="default: data.name of --config, else digits")
+    f.add_argument("--config", default=None, metavar="YAML",
+                   help="take the dataset, root, sources, resolution and channels from this params file's `data` "
+                   "section (what the pipeline's `data` stage runs); the other options override it")
+    f.add_argument("--root", default=None, help="data root (default: data.root of --config, else data)")
     f.add_argument("--src", default=None, help="folder: a directory or .zip of images; cifar10: a local copy")
     f.add_argument("--test_src", "--test-src", default=None,
                    help="folder: a held-out directory or .zip of images that becomes the test split")
@@ -152,11 +156,12 @@ def _config(args):
 def _cmd_data(args) -> int:
     from noctcm.data import datasets as D
     if args.data_command == "fetch":
-        kw = {"src": args.src, "force": args.force, "download": args.download}
-        if args.test_src is not None: kw["test_src"] = args.test_src
-        if args.resolution is not None: kw["resolution"] = args.resolution
-        if args.channels is not None: kw["channels"] = args.channels
-        print(D.fetch(args.name, root=args.root, **kw))
+        d = load_config(args.config).data if args.config else None
+        pick = lambda given, key, default=None: given if given is not None else (d[key] if d is not None else default)
+        kw = {"src": pick(args.src, "src"), "force": args.force, "download": args.download}
+        for key in ("test_src", "resolution", "channels"):
+            if pick(getattr(args, key), key) is not None: kw[key] = pick(getattr(args, key), key)
+        print(D.fetch(pick(args.name, "name", "digits"), root=pick(args.root, "root", "data"), **kw))
         return 0
     cfg = _config(args)
     out = args.out if args.out is not None else cfg.paths.prepared

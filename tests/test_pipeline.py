@@ -1,8 +1,8 @@
 """Pipeline smoke test: the whole `dvc.yaml` on tiny parameters in a throw-away copy of the repository.
 
-A fresh copy (git init, the committed `data.dvc`, `noctcm data fetch digits` as a fresh clone does) runs
-`dvc repro` with a tiny-model override of params.yaml; then checks: the committed data.dvc matches the fetched
-data unchanged, every stage's outputs exist, the metrics file has every model at every step count, `dvc status`
+A fresh copy (git init, as a fresh clone has it) runs `dvc repro` with a tiny-model override of params.yaml (its
+`data` stage fetches the embedded digits); then checks: the fetched data are the committed dvc.lock's, byte for byte,
+every stage's outputs exist, the metrics file has every model at every step count, `dvc status`
 and a second `dvc repro` say up to date, and changing one parameter marks only the stages below it (`dvc repro --dry`).
 Takes about a minute on one CPU thread; no network.
 """
@@ -32,8 +32,8 @@ TINY = {
     "evaluation": {"num_samples": 24, "classifier_steps": 10, "batch_size": 64,
                    "metrics": ["fid", "is", "precision", "recall"], "resolution_scales": [1.0, 2.0]},
 }
-ALL_STAGES = {"prepare", "classifier", "models", "evaluate", "resolution", "report"}
-COPY = ["dvc.yaml", "params.yaml", "data.dvc", ".dvcignore", ".gitignore", "noctcm", "configs", "settings.ini"]
+ALL_STAGES = {"data", "prepare", "classifier", "models", "evaluate", "resolution", "report"}
+COPY = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "noctcm", "configs", "settings.ini"]
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -61,9 +61,9 @@ def _stages_to_run(cwd) -> set:
 
 
 def _fresh_clone_repro(work: pathlib.Path):
-    "Copy the repository into `work` as a fresh clone would have it, fetch the data, `dvc repro`."
-    if not (ROOT / "data.dvc").is_file() or not (ROOT / "dvc.yaml").is_file():
-        pytest.fail("dvc.yaml and data.dvc must be committed at the repository root")
+    "Copy the repository into `work` as a fresh clone would have it and `dvc repro` (the `data` stage fetches)."
+    if not (ROOT / "dvc.yaml").is_file():
+        pytest.fail("dvc.yaml must be committed at the repository root")
     for name in COPY:
         src = ROOT / name
         if src.is_dir(): shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -76,13 +76,10 @@ def _fresh_clone_repro(work: pathlib.Path):
     _run(["git", "init", "-q"], work)
     _run(["git", "add", "-A"], work)
     _run(["git", "commit", "-q", "-m", "tiny pipeline"], work)
-    # a fresh clone: fetch the embedded data; the committed data.dvc must match it unchanged
-    _run([BIN / "noctcm", "data", "fetch", "digits", "--root", "data"], work)
-    st = _run([BIN / "dvc", "status", "data.dvc"], work).stdout   # a fresh clone has no cache yet: "not in cache"
-    assert "modified" not in st and ("up to date" in st or "not in cache" in st), \
-        f"fetched data/ differs from the committed data.dvc:\n{st}"
     repro = _run([BIN / "dvc", "repro"], work, timeout=600)
-    assert _run(["git", "status", "--porcelain", "data.dvc"], work).stdout == "", "dvc repro rewrote data.dvc"
+    data_md5 = lambda lock: next(o["md5"] for o in yaml.safe_load(lock)["stages"]["data"]["outs"] if o["path"] == "data")
+    assert data_md5((work / "dvc.lock").read_text()) == data_md5((ROOT / "dvc.lock").read_text()), \
+        "the fetched digits differ from the committed dvc.lock's"
     return work, repro
 
 
@@ -92,7 +89,18 @@ def test_pipeline_end_to_end(tmp_path):
     _check_every_stage_ran(work, repro)
     _check_metrics_file(work)
     _check_up_to_date_then_only_downstream_reruns(work)
+    _check_deleted_data_is_restored(work)
     _check_changed_param_reruns_downstream_without_resuming_stale_run(work)
+
+
+def _check_deleted_data_is_restored(work):
+    """Issue 19: `data/` deleted after a run: `dvc repro` restores it (the `data` stage: from DVC's cache when it holds
+    the files, else by fetching again) and nothing below reruns."""
+    shutil.rmtree(work / "data")
+    again = _run([BIN / "dvc", "repro"], work).stdout
+    assert set(re.findall(r"Running stage '([^']+)'", again)) <= {"data"}, again[-3000:]
+    assert re.search(r"Stage 'data' is cached|Running stage 'data'", again), again[-3000:]
+    assert (work / "data" / "digits" / "images.npy").is_file() and "up to date" in _run([BIN / "dvc", "status"], work).stdout
 
 
 def _check_every_stage_ran(work, repro):

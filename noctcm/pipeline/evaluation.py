@@ -23,7 +23,8 @@ from ..utils.helpers import atomic_write_text, get_device, load_checkpoint, save
 from ..utils.metrics import check_classifier_data, save_classifier, train_domain_classifier
 
 # %% auto 0
-__all__ = ['classifier_stage', 'list_snapshots', 'select_snapshot', 'Scorer', 'evaluate_stage', 'summarize']
+__all__ = ['classifier_stage', 'list_snapshots', 'select_snapshot', 'Scorer', 'evaluate_stage', 'summarize',
+           'machine_description']
 
 # %% ../../nbs/17d_pipeline_evaluation.ipynb
 def classifier_stage(cfg, out=None, metrics_out="results/classifier.json", progress: bool = True) -> dict:
@@ -144,6 +145,7 @@ def evaluate_stage(cfg, out="results/metrics.json", samples_dir="results/samples
         res[stage] = dict(rows, checkpoint_step=sel[stage]["step"])
         say(f"{stage}: {res[stage]}")
     res["summary"] = summarize(res)
+    res["machine"] = {**machine_description(), "training_threads": str(cfg.training.num_threads)}
     atomic_write_text(json.dumps(res, indent=1) + "\n", out)
     if selection_out: atomic_write_text(json.dumps(sel, indent=1, default=str) + "\n", selection_out)
     return res
@@ -165,3 +167,19 @@ def summarize(res: dict, metric: str = "fid") -> dict:
     two = res.get(name, {}).get("2step")
     if two and metric in two: out[f"best_2step_{metric}"] = two[metric]
     return out
+
+# %% ../../nbs/17d_pipeline_evaluation.ipynb
+def machine_description() -> dict:
+    "The CPU, its vector instructions, the library versions and the thread count that produced a result (strings)."
+    import platform
+    flags, model = set(), platform.processor() or platform.machine()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name": model = value.strip()
+            if key.strip() == "flags": flags = set(value.split())
+    except OSError: pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "asimd", "sve") if f in flags]
+    return {"cpu": model, "cpu_instructions": " ".join(isa) or "unknown", "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "threads": str(torch.get_num_threads()), "system": f"{platform.system()} {platform.machine()}"}

@@ -107,6 +107,13 @@ def _construction_size(model, R: int) -> int:
     R0 = getattr(model, "resolution", None)
     return int(R0) if isinstance(R0, (int, np.integer)) and not isinstance(R0, bool) else int(R)
 
+def _sampling_setup(model, resolution, channels, device):
+    "What both samplers read off the model: image shape, sampling grid, device, sigma_d, noise field and dtype."
+    C, R = _model_image_shape(model, resolution, channels)
+    grid = SamplingGrid(_construction_size(model, R), R)
+    return (C, R, grid, _model_device(model, device), float(getattr(model, "sigma_d", SIGMA_D)),
+            getattr(model, "noise", None), next(iter(model.parameters()), torch.empty(0)).dtype)
+
 @torch.no_grad()
 def generate(model, num_samples: int, num_steps: int = 1, t_mid=None, t_max: float = math.pi / 2,
              resolution: int | None = None, seed: int = 0, batch_size: int = 256, device=None, progress: bool = True,
@@ -116,12 +123,7 @@ def generate(model, num_samples: int, num_steps: int = 1, t_mid=None, t_max: flo
     the construction grid and carried to R (`SamplingGrid`). `lift`: the first step on the construction grid."""
     _check_counts(num_samples, batch_size)
     t_mids = resolve_t_mids(num_steps, t_mid, t_max)
-    C, R = _model_image_shape(model, resolution, channels)
-    grid = SamplingGrid(_construction_size(model, R), R)
-    dev = _model_device(model, device)
-    sigma_d = float(getattr(model, "sigma_d", SIGMA_D))
-    noise = getattr(model, "noise", None)
-    dtype = next(iter(model.parameters()), torch.empty(0)).dtype
+    C, R, grid, dev, sigma_d, noise, dtype = _sampling_setup(model, resolution, channels, device)
     out = torch.empty(num_samples, C, R, R, dtype=torch.float32)
     R0 = grid.construction
     was_training = model.training
@@ -151,13 +153,8 @@ def generate_teacher(model, num_samples: int, solver: str = "heun", steps: int =
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"teacher steps must be an int >= 1, got {steps!r}")
     if not callable(getattr(model, "velocity", None)): raise TypeError("teacher sampling needs a model with .velocity(x_t, t)")
-    C, R = _model_image_shape(model, resolution, channels)
-    grid = SamplingGrid(_construction_size(model, R), R)
+    C, R, grid, dev, sigma_d, noise, dtype = _sampling_setup(model, resolution, channels, device)
     R0 = grid.construction
-    dev = _model_device(model, device)
-    sigma_d = float(getattr(model, "sigma_d", SIGMA_D))
-    noise = getattr(model, "noise", None)
-    dtype = next(iter(model.parameters()), torch.empty(0)).dtype
     out = torch.empty(num_samples, C, R, R, dtype=torch.float32)
     nfe = 0
     was_training = model.training

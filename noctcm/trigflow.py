@@ -13,9 +13,9 @@ import torch
 from .config import check_t_mids
 
 # %% auto 0
-__all__ = ['SIGMA_D', 'expand_t', 'add_noise', 'velocity_target', 't_from_sigma', 'sigma_from_t', 'edm_to_trigflow_x',
-           'trigflow_to_edm_x', 'sample_time', 't_mids_for_steps', 'consistency_sampling', 'teacher_time_grid',
-           'pf_ode_sampling']
+__all__ = ['SIGMA_D', 'expand_t', 'batch_times', 'cos_sin', 'add_noise', 'velocity_target', 't_from_sigma', 'sigma_from_t',
+           'edm_to_trigflow_x', 'trigflow_to_edm_x', 'sample_time', 't_mids_for_steps', 'consistency_sampling',
+           'teacher_time_grid', 'pf_ode_sampling']
 
 # %% ../nbs/02_trigflow.ipynb
 SIGMA_D = 0.5  # data standard deviation for images in [-1, 1]
@@ -32,7 +32,19 @@ def expand_t(t, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"t must be a [B] tensor with B = {x.shape[0]} (or a scalar), got shape {tuple(t.shape)}")
     return t.reshape(-1, *([1] * (x.ndim - 1)))
 
-def _cos_sin(t, x: torch.Tensor):
+def batch_times(t, x: torch.Tensor, name: str = 't') -> torch.Tensor:
+    "Times as a [B] tensor on `x`'s device (B = `x.shape[0]`): a float, a 0-d or a [1] tensor is broadcast to the batch."
+    B = x.shape[0]
+    if not torch.is_tensor(t):
+        t = torch.full((B,), float(t), dtype=x.dtype if x.is_floating_point() else torch.float32, device=x.device)
+    t = t.to(device=x.device)
+    if t.ndim == 0 or (t.ndim == 1 and t.shape[0] == 1):
+        t = t.reshape(1).expand(B)
+    if t.ndim != 1 or t.shape[0] != B:
+        raise ValueError(f"{name} must be a [B] tensor with B = {B} (or a scalar), got shape {tuple(t.shape)}")
+    return t
+
+def cos_sin(t, x: torch.Tensor):
     "cos t and sin t broadcast to `x`, computed in at least float32 and returned in `x`'s dtype."
     t = expand_t(t, x)
     work = torch.promote_types(torch.promote_types(t.dtype, x.dtype), torch.float32)
@@ -41,12 +53,12 @@ def _cos_sin(t, x: torch.Tensor):
 
 def add_noise(x0: torch.Tensor, z: torch.Tensor, t) -> torch.Tensor:
     "x_t = cos t x0 + sin t z (z ~ N(0, sigma_d^2 I), already scaled)."
-    c, s = _cos_sin(t, x0)
+    c, s = cos_sin(t, x0)
     return c * x0 + s * z
 
 def velocity_target(x0: torch.Tensor, z: torch.Tensor, t) -> torch.Tensor:
     "v_t = d x_t / dt = cos t z - sin t x0."
-    c, s = _cos_sin(t, x0)
+    c, s = cos_sin(t, x0)
     return c * z - s * x0
 
 # %% ../nbs/02_trigflow.ipynb
@@ -62,12 +74,12 @@ def sigma_from_t(t, sigma_d: float = SIGMA_D):
 
 def edm_to_trigflow_x(x_sigma: torch.Tensor, t) -> torch.Tensor:
     "x_t = cos t x_sigma (x_sigma = x0 + sigma n, sigma = sigma_d tan t)."
-    c, _ = _cos_sin(t, x_sigma)
+    c, _ = cos_sin(t, x_sigma)
     return c * x_sigma
 
 def trigflow_to_edm_x(x_t: torch.Tensor, t) -> torch.Tensor:
     "x_sigma = x_t / cos t (undefined at t = pi/2)."
-    c, _ = _cos_sin(t, x_t)
+    c, _ = cos_sin(t, x_t)
     return x_t / c
 
 # %% ../nbs/02_trigflow.ipynb

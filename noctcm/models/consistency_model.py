@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..trigflow import consistency_sampling, t_mids_for_steps
+from ..trigflow import batch_times, consistency_sampling, cos_sin, t_mids_for_steps
 from ..grids import SamplingGrid
 from ..noise import Noise
 from .time_conditioning import sinusoidal_features
@@ -21,27 +21,6 @@ from .neural_operators import use_jvp_layers
 
 # %% auto 0
 __all__ = ['BACKBONES', 'AdaptiveWeightHead', 'ConsistencyModel', 'build_model', 'load_model']
-
-# %% ../../nbs/06_consistency_model.ipynb
-def _times(t, x: torch.Tensor, name: str = 't') -> torch.Tensor:
-    "Times as a [B] tensor on x's device: a float, 0-d or [1] tensor is broadcast to the batch."
-    B = x.shape[0]
-    if not torch.is_tensor(t):
-        t = torch.full((B,), float(t), dtype=x.dtype if x.is_floating_point() else torch.float32, device=x.device)
-    t = t.to(device=x.device)
-    if t.ndim == 0 or (t.ndim == 1 and t.shape[0] == 1 and B != 1):
-        t = t.reshape(1).expand(B)
-    if t.ndim != 1 or t.shape[0] != B:
-        raise ValueError(f"{name} must be a [B] tensor with B = {B} (or a scalar), got shape {tuple(t.shape)}")
-    return t
-
-
-def _cos_sin(t: torch.Tensor, x: torch.Tensor):
-    "cos t, sin t computed in >= float32, cast to x's dtype, shaped to broadcast against x [B, ...]."
-    work = torch.promote_types(t.dtype, torch.float32)
-    shape = (-1,) + (1,) * (x.ndim - 1)
-    tt = t.to(work).reshape(shape)
-    return torch.cos(tt).to(x.dtype), torch.sin(tt).to(x.dtype)
 
 # %% ../../nbs/06_consistency_model.ipynb
 class AdaptiveWeightHead(nn.Module):
@@ -101,9 +80,9 @@ class ConsistencyModel(nn.Module):
     # --- the raw network and the maps built from it -------------------------------------------------
     def F(self, x_scaled: torch.Tensor, t, s=None) -> torch.Tensor:
         "Raw network F(x_t / sigma_d, t[, s]). Two-time models: s=None means s=0."
-        t = _times(t, x_scaled)
+        t = batch_times(t, x_scaled)
         if self.two_time:
-            s = torch.zeros_like(t) if s is None else _times(s, x_scaled, 's')
+            s = torch.zeros_like(t) if s is None else batch_times(s, x_scaled, 's')
             return self.backbone(x_scaled, t, s)
         if s is not None:
             raise ValueError("F got s but this ConsistencyModel is single-time (two_time=False); "
@@ -112,13 +91,13 @@ class ConsistencyModel(nn.Module):
 
     def velocity(self, x_t: torch.Tensor, t) -> torch.Tensor:
         "PF-ODE velocity sigma_d F(x_t/sigma_d, t) (two-time: F(., t, s=t))."
-        t = _times(t, x_t)
+        t = batch_times(t, x_t)
         return self.sigma_d * self.F(x_t / self.sigma_d, t, t if self.two_time else None)
 
     def forward(self, x_t: torch.Tensor, t) -> torch.Tensor:
         "Consistency function f(x_t, t) = cos t x_t - sin t sigma_d F(x_t/sigma_d, t); f(x, 0) == x exactly."
-        t = _times(t, x_t)
-        c, s = _cos_sin(t, x_t)
+        t = batch_times(t, x_t)
+        c, s = cos_sin(t, x_t)
         return c * x_t - s * (self.sigma_d * self.F(x_t / self.sigma_d, t))
 
     def denoise(self, x_t: torch.Tensor, t) -> torch.Tensor:
@@ -127,8 +106,8 @@ class ConsistencyModel(nn.Module):
 
     def jump(self, x_t: torch.Tensor, t, s) -> torch.Tensor:
         "G(x_t, t, s) = cos(t-s) x_t - sin(t-s) sigma_d F(x_t/sigma_d, t, s): the TrigFlow DDIM / CTM jump t -> s."
-        t, s = _times(t, x_t), _times(s, x_t, 's')
-        c, sn = _cos_sin(t - s, x_t)
+        t, s = batch_times(t, x_t), batch_times(s, x_t, 's')
+        c, sn = cos_sin(t - s, x_t)
         Fx = self.F(x_t / self.sigma_d, t, s if self.two_time else None)
         return c * x_t - sn * (self.sigma_d * Fx)
 

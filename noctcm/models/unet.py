@@ -15,6 +15,7 @@ from torch import nn
 
 from .time_conditioning import TrigFlowTimeConditioning
 from ..grids import fourier_resample
+from ..trigflow import batch_times
 from .neural_operators import FourierConvBlock, refined_conv, refined_group_norm
 
 # %% auto 0
@@ -236,12 +237,11 @@ class UNetModel(nn.Module):
 
     def forward(self, x: torch.Tensor, t, s=None) -> torch.Tensor:
         self._check(x)
-        B = x.shape[0]
-        t = _batch_times(t, B, x, 't')
+        t = batch_times(t, x, 't')
         if s is not None:
             if not self.two_time:
                 raise ValueError("this UNetModel was built with two_time=False; it cannot take s")
-            s = _batch_times(s, B, x, 's')
+            s = batch_times(s, x, 's')
         emb = self.time_embed(t, s)
         R0, (H, W) = self.resolution, x.shape[-2:]
         if self.grid_rule == 'native' or (H, W) == (R0, R0):
@@ -276,15 +276,3 @@ class UNetModel(nn.Module):
                 if level == 0 and s > 1:
                     h = fourier_resample(h, (h.shape[-2] * s, h.shape[-1] * s))
         return refined_conv(self.out_conv, F.silu(refined_group_norm(self.out_norm, h, s)), s)
-
-
-def _batch_times(t, B: int, x: torch.Tensor, name: str) -> torch.Tensor:
-    "Times as a [B] tensor on x's device (a float, a 0-d or [1] tensor is broadcast to the batch)."
-    if not torch.is_tensor(t):
-        t = torch.full((B,), float(t), dtype=x.dtype, device=x.device)
-    t = t.to(device=x.device)
-    if t.ndim == 0 or (t.ndim == 1 and t.shape[0] == 1):
-        t = t.reshape(1).expand(B)
-    if t.ndim != 1 or t.shape[0] != B:
-        raise ValueError(f"{name} must be a [B] tensor with B = {B} (or a scalar), got shape {tuple(t.shape)}")
-    return t

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 
 from ..data.datasets import sha256_file
-from ..models.consistency_model import _times, load_model
-from ..trigflow import add_noise, expand_t
+from ..models.consistency_model import load_model
+from ..trigflow import add_noise, batch_times, expand_t
 from .losses import unwrap_model
 
 # %% auto 0
@@ -55,7 +55,7 @@ class EDMDenoiserTeacher:
 
     @torch.no_grad()
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t64 = _times(t, x_t).double()   # the models' one time normaliser: a float or [1] -> [B]
+        t64 = batch_times(t, x_t).double()   # the models' one time normaliser: a float or [1] -> [B]
         t64 = t64.clamp(self.t_eps, math.pi / 2 - self.t_eps)
         x64 = x_t.double()
         cos, sin = expand_t(torch.cos(t64), x64), expand_t(torch.sin(t64), x64)

@@ -171,7 +171,7 @@ class Site:
                 path, _, frag = url[len(self.api_url):].partition("#")
                 if path in self.api_pages: return f'{attr}="{self.api_pages[path]}{"#" + frag if frag else ""}"'
                 return m.group(0)
-            if not url or SKIP_LINK.match(url) or (OUT / url.split("#")[0]).is_file(): return m.group(0)
+            if not url or SKIP_LINK.match(url) or _in_site(url.split("#")[0]): return m.group(0)
             path, _, frag = url.partition("#")
             t = self.target(src_dir / path)
             if t is None:
@@ -204,6 +204,12 @@ def guide_pages() -> dict:
         h1 = re.search(r"^# +(.+?) *$", p.read_text(), re.M)
         out[f"docs-{p.stem}.html"] = (p.stem, h1[1] if h1 else p.stem)
     return out
+
+
+def _in_site(path: str) -> bool:
+    "Whether `path` (relative to a page) is already a file of the site; `../x` from a docs/ page is a repository file."
+    p = (OUT / path).resolve()
+    return p.is_file() and p.is_relative_to(OUT.resolve())
 
 
 def nav_html(titles: dict, current: str, guides: dict = None) -> str:

@@ -24,7 +24,7 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-MARK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
+MARK = re.compile(r"(<!-- table: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
 
 
 def _load(path):
@@ -269,7 +269,7 @@ VALUES = {"classifier-accuracy": _value("results/classifier.json", "test_accurac
           "num-samples": _value("results/metrics.json", "real_test", "num_samples", fmt="{:,}"),
           "best-1step-fd": _value("results/metrics.json", "summary", "best_1step_fid", fmt="{:.1f}"),
           "best-1step-ratio": _value("results/metrics.json", "summary", "best_1step_fid_over_real", fmt="{:.2f}×")}
-VALUE = re.compile(r"<!-- value: (?P<name>[\w-]+) -->(?P<body>[^\n]*?)<!-- end value -->")
+VALUE = re.compile(r"<!-- value: (?P<name>[a-z0-9-]+) -->(?P<body>[^\n]*?)<!-- end value -->")
 
 
 def render(text: str) -> str:

@@ -96,7 +96,10 @@ def metrics():
             steps.append(f"{label} step {m[st]['checkpoint_step']:,}" + (f" of {of:,}" if of else ""))
     note = f"_{real.get('num_samples', '?')} samples per row; checkpoints used: {', '.join(steps)}"
     mach = m.get("machine")
-    if isinstance(mach, dict): note += "; machine: " + ", ".join(f"{k} {v}" for k, v in sorted(mach.items()))
+    if isinstance(mach, dict):
+        order = ["cpu", "cpu_instructions", "torch_cpu_capability", "system", "torch", "numpy", "python", "threads", "training_threads"]
+        keys = [k for k in order if k in mach] + sorted(k for k in mach if k not in order)
+        note += "; machine: " + ", ".join(f"{k.replace('_', ' ')} {mach[k]}" for k in keys)
     return "\n".join(rows) + f"\n\n{note}; `results/metrics.json`._\n"
 
 

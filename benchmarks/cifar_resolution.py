@@ -12,7 +12,7 @@ model and objectives, `--teacher-steps` / `--distill-steps`, one CPU thread), th
 features of a classifier trained on them (judge b) for the native samples, the bicubic and the ideal (Fourier)
 upsampling of the 16-px samples, and the real 32-px test images (the floor); FD at 16 px (judge a) of each. Three
 sampling seeds: mean, min and max. Writes the JSON and `docs/results/cifar_resolution.png` (seeds down: 16 px,
-native 32 px, bicubic 32 px; real 32-px images beside). Budget on one 2-core CPU: see the README's resolution page.
+native 32 px, bicubic 32 px; real 32-px images beside). Budget on one 2-core CPU: see docs/resolution.md.
 """
 import argparse
 import datetime

@@ -15,7 +15,7 @@ checkpoints, 1-step samples of the same seeds at 2x and 3x under each rule, scor
 * `native`        every layer on the given grid as it is (pixel taps, statistics over all pixels);
 
 plus the bicubic baseline (the 1x samples upsampled). Every number is the mean over `--seeds` sampling seeds with
-its min and max; the table printed at the end is what the README's resolution page shows.
+its min and max; the table printed at the end is what docs/resolution.md shows.
 """
 import argparse
 import datetime

@@ -1,8 +1,9 @@
 """The docs site (`python tools/build_docs.py` -> _docs/) as a person sees it: served on 127.0.0.1, every page opened in
 headless Chromium at 1100 x 900 px (Playwright, Debian's `chromium`; no internet needed).
 
-Per page: no sticky or fixed element covers the content after scrolling; the site's navigation fits the page width;
-every image loads and every local link (and its #anchor) resolves; no empty code box; and nbdev's API blocks
+Every `docs/*.md` is a page and in the navigation of the README's page and of each guide page; the README's page and
+the results, resolution and notebooks pages show their figures. Per page: no sticky or fixed element covers the
+content after scrolling; the site's navigation fits the page width; every image loads and every local link (and its #anchor) resolves; no empty code box; and nbdev's API blocks
 (`show_doc`) are rendered like the prose: no raw Markdown or LaTeX (`$`, backticks, `\\command`) outside code and
 math, the docstring in the prose's font, equations as MathML. Screenshots of two pages go to `out/screenshots/`
 (or $NOCTCM_SCREENSHOTS; `docs/screenshots/docs-*.png` are from this test).
@@ -56,7 +57,8 @@ PAGE_CHECKS = """() => {
   const prose = document.querySelector('.cell.markdown > p');
   const doc = b => b.querySelector(':scope > p:not(:has(> a:only-child))');
   const fonts = prose ? api.filter(doc).filter(b => getComputedStyle(doc(b)).fontFamily !== getComputedStyle(prose).fontFamily).length : 0;
-  return {covering, navOut, navWidth: nav ? [nav.scrollWidth, nav.clientWidth] : null, images, emptyPre, raw,
+  const loaded = [...document.images].filter(i => i.complete && i.naturalWidth > 0).length;
+  return {covering, navOut, navWidth: nav ? [nav.scrollWidth, nav.clientWidth] : null, images, loaded, emptyPre, raw,
           apiBlocks: api.length, apiMath: api.reduce((s, b) => s + b.querySelectorAll('math').length, 0), fonts,
           links: [...document.querySelectorAll('a[href]')].map(a => a.href)};
 }"""
@@ -121,6 +123,10 @@ def test_docs_site_in_chromium(site):
     from playwright.sync_api import sync_playwright
     pages = sorted(p.name for p in DOCS.glob("*.html"))
     assert "index.html" in pages and len(pages) >= 20, pages
+    guides = {f"docs-{p.stem}.html" for p in (ROOT / "docs").glob("*.md")}      # every docs/*.md is a page of the site
+    assert guides <= set(pages), sorted(guides - set(pages))
+    # pages whose figures a reader comes for: at least this many images, all loaded (checked per page below)
+    figures = {"index.html": 1, "docs-results.html": 4, "docs-resolution.html": 1, "docs-notebooks.html": 1}
     SHOTS.mkdir(parents=True, exist_ok=True)
     problems, links, api_total, failed = [], set(), 0, []
     with sync_playwright() as p:
@@ -137,6 +143,10 @@ def test_docs_site_in_chromium(site):
             elif r["navOut"] or r["navWidth"][0] > r["navWidth"][1] + 1:
                 say(f"the navigation is {r['navWidth'][0]} px wide in {r['navWidth'][1]} px; off screen: {r['navOut']}")
             if r["images"]: say(f"images that do not load: {r['images']}")
+            if r["loaded"] < figures.get(name, 0): say(f"{r['loaded']} images loaded, expected >= {figures[name]}")
+            if name in guides | {"index.html"}:                          # the guide pages are in every page's navigation
+                nav_links = page.eval_on_selector_all("nav.site a", "as => as.map(a => a.getAttribute('href'))")
+                if not guides <= set(nav_links): say(f"the navigation lacks {sorted(guides - set(nav_links))}")
             if r["emptyPre"]: say(f"{r['emptyPre']} empty code boxes")
             if r["raw"]: say(f"raw Markdown/LaTeX in API blocks: {r['raw'][:3]}")
             if r["fonts"]: say(f"{r['fonts']} API docstrings not in the prose's font")

@@ -5,7 +5,7 @@ examples; writes _proc/) + `quarto render`. Quarto is a separate binary from Git
 downloads it at install time; no Debian or npm package), so where it is missing this script does the same first step
 and renders _proc/ with pandoc (PyPI's pypandoc-binary, in `.[dev]`; equations as MathML, no CDN needed):
 
-    python tools/build_docs.py            # -> _docs/index.html (the README) + one page per notebook
+    python tools/build_docs.py            # -> _docs/index.html (the README), docs-NAME.html per docs/NAME.md, one page per notebook
     python -m http.server -d _docs 8000   # preview at http://127.0.0.1:8000
 
 What Quarto would do and this script does too: `#| output: asis` cells (nbdev's `show_doc` API blocks) are Markdown,
@@ -171,7 +171,7 @@ class Site:
                 path, _, frag = url[len(self.api_url):].partition("#")
                 if path in self.api_pages: return f'{attr}="{self.api_pages[path]}{"#" + frag if frag else ""}"'
                 return m.group(0)
-            if not url or SKIP_LINK.match(url) or (OUT / url.split("#")[0]).is_file(): return m.group(0)
+            if not url or SKIP_LINK.match(url) or _in_site(url.split("#")[0]): return m.group(0)
             path, _, frag = url.partition("#")
             t = self.target(src_dir / path)
             if t is None:
@@ -194,16 +194,36 @@ class Site:
             if new != text: p.write_text(new)
 
 
-def nav_html(titles: dict, current: str) -> str:
-    links = [("index.html", "noctcm", "the README")] + [(f"{s}.html", s, t) for s, t in titles.items()]
+def guide_pages() -> dict:
+    "The docs/*.md pages, in the order the README's tour lists them (then any others): page name -> (link text, title)."
+    srcs = sorted((ROOT / "docs").glob("*.md"))
+    readme = (ROOT / "README.md").read_text()
+    order = lambda p: (readme.find(f"(docs/{p.name})") % (len(readme) + 1), p.name)   # not linked: after the others
+    out = {}
+    for p in sorted(srcs, key=order):
+        h1 = re.search(r"^# +(.+?) *$", p.read_text(), re.M)
+        out[f"docs-{p.stem}.html"] = (p.stem, h1[1] if h1 else p.stem)
+    return out
+
+
+def _in_site(path: str) -> bool:
+    "Whether `path` (relative to a page) is already a file of the site; `../x` from a docs/ page is a repository file."
+    p = (OUT / path).resolve()
+    return p.is_file() and p.is_relative_to(OUT.resolve())
+
+
+def nav_html(titles: dict, current: str, guides: dict = None) -> str:
+    "The site's page links: the README, the docs/*.md pages (bold), then one per notebook."
+    links = ([("index.html", "<b>noctcm</b>", "the README")] + [(h, f"<b>{n}</b>", t) for h, (n, t) in (guides or {}).items()]
+             + [(f"{s}.html", s, t) for s, t in titles.items()])
     return ("<nav class='site' aria-label='pages'>\n" + "\n".join(
-        f"<a href='{h}' title='{html.escape(t)}'{' aria-current=page' if h == current else ''}>"
-        + (f"<b>{n}</b>" if h == "index.html" else n) + "</a>" for h, n, t in links) + "\n</nav>")
+        f"<a href='{h}' title='{html.escape(t)}'{' aria-current=page' if h == current else ''}>{n}</a>"
+        for h, n, t in links) + "\n</nav>")
 
 
-def render(src, dst_name, fmt, title, titles, resource_path, plain=None):
+def render(src, dst_name, fmt, title, titles, resource_path, plain=None, guides=None):
     nav = PROC / f"_nav_{dst_name}.html"
-    nav.write_text(nav_html(titles, dst_name))
+    nav.write_text(nav_html(titles, dst_name, guides))
     try: pandoc(plain or src, OUT / dst_name, fmt, title, nav, resource_path)
     finally: nav.unlink()
 
@@ -220,6 +240,7 @@ def main() -> int:
     fms = {nb.stem: front_matter(nb) for nb in nbs}
     titles = {s: str(fm.get("title", s)) for s, fm in fms.items()}
     cfg = settings()
+    guides = guide_pages()
     site = Site({"README.md": "index.html", **{f"nbs/{s}.ipynb": f"{s}.html" for s in titles}},
                 {fm["output-file"]: f"{s}.html" for s, fm in fms.items() if fm.get("output-file")},
                 cfg.get("doc_host", "").rstrip("/") + "/" + cfg.get("doc_baseurl", "").strip("/") + "/")
@@ -227,21 +248,24 @@ def main() -> int:
         plain = PROC / f"_plain_{nb.stem}.ipynb"
         desc, prose = title_cell(ROOT / "nbs" / nb.name, fms[nb.stem])
         quarto_to_plain(nb, plain, desc or fms[nb.stem].get("description"), prose)
-        render(nb, f"{nb.stem}.html", "ipynb+fenced_divs+link_attributes+header_attributes", titles[nb.stem], titles, ROOT / "nbs", plain)
+        render(nb, f"{nb.stem}.html", "ipynb+fenced_divs+link_attributes+header_attributes", titles[nb.stem], titles, ROOT / "nbs",
+               plain, guides)
         plain.unlink()
         site.fix_links(OUT / f"{nb.stem}.html", ROOT / "nbs")
     site.todo.append((ROOT / "README.md", "index.html"))
-    while site.todo:                                               # README.md, then the Markdown files it links to
+    for name in guides:                                            # every docs/*.md page, linked or not
+        site.target(ROOT / "docs" / (name[len("docs-"):-len(".html")] + ".md"))
+    while site.todo:                                               # README.md, docs/*.md, then the Markdown files they link to
         src, name = site.todo.pop(0)
         text = src.read_text()
         h1 = re.search(r"^# +(.+?) *\n", text, re.M)              # the first heading is the page's title
         title, text = (h1[1], text[:h1.start()] + text[h1.end():]) if h1 else (src.name, text)
         md = PROC / f"_md_{name}.md"; md.write_text(text)
-        render(md, name, "gfm+tex_math_dollars", title, titles, src.parent)
+        render(md, name, "gfm+tex_math_dollars", title, titles, src.parent, guides=guides)
         md.unlink()
         site.fix_links(OUT / name, src.parent)
     site.fix_anchors()
-    missing = [p for p in ["index.html", *(f"{n.stem}.html" for n in sorted((ROOT / "nbs").glob("[0-9][0-9]_*.ipynb")))]
+    missing = [p for p in ["index.html", *guides, *(f"{n.stem}.html" for n in sorted((ROOT / "nbs").glob("[0-9][0-9]_*.ipynb")))]
                if not (OUT / p).is_file()]
     if missing:
         print("missing pages:", missing, file=sys.stderr); return 1

@@ -1,14 +1,21 @@
-"""Numbers from one source: the tables in README.md and docs/*.md are rendered from results/*.json and
-benchmarks/results/*.json by this script, between markers
+"""Numbers from one source: the tables and quoted numbers in README.md and docs/*.md are rendered from results/*.json
+and benchmarks/results/*.json by this script, between markers. A block (a table, or a short generated paragraph):
 
     <!-- table: NAME -->
     ...generated...
     <!-- end table -->
 
-    python tools/results_tables.py            # rewrite every marked table in README.md and docs/*.md
-    python tools/results_tables.py --check    # exit 1 naming each table that differs from its JSON (tests/test_docs_numbers.py)
+and a number inside a sentence (one line, no line break inside):
 
-A table whose JSON is missing renders as a one-line note saying which file to produce.
+    ... test accuracy <!-- value: NAME -->0.990<!-- end value --> ...
+
+    python tools/results_tables.py            # rewrite every marked block in README.md and docs/*.md
+    python tools/results_tables.py --check    # exit 1 naming each block that differs from its JSON (tests/test_docs_numbers.py)
+    python tools/results_tables.py --list     # the block and value names
+
+The output depends on the JSON files only (no dates, no machine state), so a rerun on unchanged JSON changes nothing.
+A block whose JSON is missing renders as a one-line note saying which file to produce. Numbers without a JSON (wall
+times, measurements of earlier versions) stay in the docs pages as dated notes, never in README.md.
 """
 import argparse
 import json
@@ -17,7 +24,7 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-MARK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
+MARK = re.compile(r"(<!-- table: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
 
 
 def _load(path):
@@ -35,21 +42,139 @@ def _mm(d, p=2):
     return f"{d['mean']:.{p}f} ({d['min']:.{p}f}–{d['max']:.{p}f})"
 
 
+def _params():
+    import yaml
+    p = ROOT / "params.yaml"
+    return yaml.safe_load(p.read_text()) if p.is_file() else {}
+
+
+def _models(m):
+    "(label, row, is_best_1step) per evaluated model of results/metrics.json, in the order the tables show them."
+    best = "distill" if m.get("summary", {}).get("best_1step_is_distill", 1) else "train"
+    out = []
+    t = next(((k, v) for k, v in m.get("teacher", {}).items() if isinstance(v, dict)), None)
+    if t: out.append((f"diffusion teacher, Heun ({t[0]})", t[1], False))
+    for st, label in (("train", "sCT from scratch"), ("distill", "ECT student (distilled from the teacher)")):
+        for k, r in m.get(st, {}).items():
+            if isinstance(r, dict) and "fid" in r:
+                out.append((f"{label}, {r['nfe']} step{'s' if r['nfe'] > 1 else ''}", r, st == best and k == "1step"))
+    return out
+
+
 def summary():
+    "README: FD, its ratio to the real floor, confident share, per model."
     m = _load("results/metrics.json")
     if m is None: return "_run `dvc repro` to produce results/metrics.json_\n"
-    s, real = m["summary"], m["real_test"]["fid"]
-    rows = ["| model | NFE | FD | FD / real floor | confident | classes |", "|---|---|---|---|---|---|"]
-    for st, label in (("distill", "ECT student (distilled)"), ("train", "sCT (from scratch)")):
-        for k, r in m.get(st, {}).items():
-            if not isinstance(r, dict) or "fid" not in r: continue
-            rows.append(f"| {label} | {r['nfe']} | {r['fid']:.1f} | {r['fid'] / real:.2f}× | {r['classifier_confident_frac']:.1%} | "
-                        f"{r.get('classifier_classes_present', '–')} |")
-    t = next((v for k, v in m.get("teacher", {}).items() if isinstance(v, dict)), None)
-    if t: rows.append(f"| diffusion teacher (Heun) | {t['nfe']} | {t['fid']:.1f} | {t['fid'] / real:.2f}× | {t['classifier_confident_frac']:.1%} | "
-                      f"{t.get('classifier_classes_present', '–')} |")
-    rows.append(f"| real test images (the floor) | – | {real:.1f} | 1.00× | {m['real_test']['classifier_confident_frac']:.1%} | – |")
-    return "\n".join(rows) + "\n"
+    real = m["real_test"]
+    rows = ["| model | NFE | FD ↓ | FD ÷ real floor | confident (p ≥ 0.9) | classes |", "|---|---|---|---|---|---|",
+            f"| real test images (the floor) | – | {real['fid']:.1f} | 1.00× | {real['classifier_confident_frac']:.1%} | "
+            f"{real.get('classifier_classes_present', '–')} |"]
+    for label, r, best in _models(m):
+        b = "**" if best else ""
+        rows.append(f"| {b}{label}{b} | {r['nfe']} | {b}{r['fid']:.1f}{b} | {r['fid'] / real['fid']:.2f}× | "
+                    f"{r['classifier_confident_frac']:.1%} | {r.get('classifier_classes_present', '–')} |")
+    return "\n".join(rows) + f"\n\n_{real.get('num_samples', '?')} samples per row; `results/metrics.json`._\n"
+
+
+def metrics():
+    "docs/results.md: every measure of results/metrics.json, the selected checkpoints, the machine."
+    m = _load("results/metrics.json")
+    if m is None: return "_run `dvc repro` to produce results/metrics.json_\n"
+    real = m["real_test"]
+    rows = ["| model | NFE | FD ↓ | FD ÷ real | IS ↑ | precision | recall | confident (p ≥ 0.9) | classes | images/s |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    one = lambda label, r, nfe, ips: (f"| {label} | {nfe} | {r['fid']:.1f} | {r['fid'] / real['fid']:.2f} | {r['is_mean']:.2f} | "
+                                      f"{r['precision']:.2f} | {r['recall']:.2f} | {r['classifier_confident_frac']:.3f} | "
+                                      f"{r.get('classifier_classes_present', '–')} | {ips} |")
+    rows.append(one("real test split vs train (the floor)", real, "–", "–"))
+    for label, r, best in _models(m):
+        rows.append(one(f"**{label}**" if best else label, r, r["nfe"], f"{r['images_per_s']:.0f}" if "images_per_s" in r else "–"))
+    p, steps = _params(), []
+    for st, sec, label in (("teacher", "teacher", "teacher"), ("train", "training", "sCT"), ("distill", "distillation", "ECT")):
+        if "checkpoint_step" in m.get(st, {}):
+            of = p.get(sec, {}).get("steps")
+            steps.append(f"{label} step {m[st]['checkpoint_step']:,}" + (f" of {of:,}" if of else ""))
+    note = f"_{real.get('num_samples', '?')} samples per row; checkpoints used: {', '.join(steps)}"
+    mach = m.get("machine")
+    if isinstance(mach, dict):
+        order = ["cpu", "cpu_instructions", "torch_cpu_capability", "system", "torch", "numpy", "python", "threads", "training_threads"]
+        keys = [k for k in order if k in mach] + sorted(k for k in mach if k not in order)
+        note += "; machine: " + ", ".join(f"{k.replace('_', ' ')} {mach[k]}" for k in keys)
+    return "\n".join(rows) + f"\n\n{note}; `results/metrics.json`._\n"
+
+
+def targets():
+    "The job's targets for the best 1-step model (and its 2-step sampling), met or not."
+    m = _load("results/metrics.json")
+    if m is None: return "_run `dvc repro` to produce results/metrics.json_\n"
+    s, n = m["summary"], m["real_test"].get("num_samples", 0)
+    best = m["distill" if s.get("best_1step_is_distill", 1) else "train"]
+    rows = ["| target | best 1-step model | met | its 2 steps | met |", "|---|---|---|---|---|"]
+    yes = lambda ok: "yes" if ok else "**no**"
+    two = best.get("2step", {})
+    r1, r2 = s["best_1step_fid_over_real"], two.get("fid", float("nan")) / m["real_test"]["fid"]
+    rows.append(f"| FD ≤ 2× the real floor | {r1:.2f}× | {yes(r1 <= 2)} | {r2:.2f}× | {yes(r2 <= 2)} |")
+    c1, c2 = s["best_1step_confident_frac"], two.get("classifier_confident_frac", float("nan"))
+    k1, k2 = round(c1 * n), round(c2 * n)
+    rows.append(f"| ≥ 70% of samples classified with p ≥ 0.9 | {c1:.1%} ({k1} of {n}) | {yes(c1 >= 0.7)} | "
+                f"{c2:.1%} ({k2} of {n}) | {yes(c2 >= 0.7)} |")
+    cl1, cl2 = s.get("best_1step_classes_present", 0), two.get("classifier_classes_present", 0)
+    rows.append(f"| every class present | {cl1} of 10 | {yes(cl1 >= 10)} | {cl2} of 10 | {yes(cl2 >= 10)} |")
+    se = (c1 * (1 - c1) / n) ** 0.5 if n else float("nan")
+    return "\n".join(rows) + (f"\n\n_The confident share from {n} samples carries a standard error of ±{se:.1%} "
+                              f"(binomial); `results/metrics.json`._\n")
+
+
+ABLATION_DIR = "benchmarks/results/ablation-2026-12-04"
+ABLATION_ROWS = ["conv-white-single", "conv-white-multi", "conv-grf-single", "conv-grf-multi", "fno-white-single",
+                 "fno-grf-single", "operator-white-single", "operator-white-multi", "operator-grf-single",
+                 "operator-grf-multi", "physconv-grf-single", "physconv-grf-multi"]
+BAND_ROWS = [("default-white-single", "white noise", "short"), ("default-band-single", "band noise", "short"),
+             ("default-band-single-full", "band noise", "full (the pipeline's teacher + ECT)"),
+             ("physconv-band-multi", "band noise, physconv, multi-resolution", "short")]
+
+
+def _ablation_cols(d):
+    "The measures of one per-row JSON of benchmarks/ablation.py (2026-12-04 format)."
+    return {"fd": d["fd_1x"], "floor": d["fd_1x"] / d["real_fd_1x"], "a": d["fd_a_2x"] / d["fd_1x"], "conf": d["confident_2x"],
+            "b": d["fd_b_2x"] / d["fd_b_2x_bicubic"], "la": d["lift2_fd_a_2x"] / d["summary"]["best_2step_fid"],
+            "lb": d["lift2_fd_b_2x"] / d["fd_b_2x_bicubic2"], "lconf": d["lift2_confident_2x"]}
+
+
+def _bold(rows, key, best):
+    "Mark the best value of column `key` (best = min or max) in bold."
+    b = best(r[key] for r in rows)
+    return lambda r, s: f"**{s}**" if r[key] == b else s
+
+
+def ablation_2026_12_04():
+    "docs/ablation.md: the twelve configurations of 2026-12-04 (one seed each), from the per-row JSON."
+    rows = []
+    for name in ABLATION_ROWS:
+        d = _load(f"{ABLATION_DIR}/{name}.json")
+        if d is None: return f"_{ABLATION_DIR}/{name}.json is missing_\n"
+        rows.append({"name": name, "params": d["params"], "s": d["distill_s_per_step"], **_ablation_cols(d)})
+    B = {k: _bold(rows, k, max if k in ("conf", "lconf") else min) for k in ("fd", "a", "conf", "b", "la", "lb", "lconf")}
+    out = ["| configuration | parameters | FD 1× | 2× FD(a) ÷ 1× | 2× confident | 2× FD(b) ÷ bicubic | lift (2 NFE): FD(a) ÷ 2-step 1× "
+           "| lift FD(b) ÷ bicubic | lift confident | s / ECT step |", "|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = {"fd": "{:.1f}", "a": "{:.2f}", "conf": "{:.2f}", "b": "{:.2f}", "la": "{:.2f}", "lb": "{:.2f}", "lconf": "{:.2f}"}
+    for r in rows:
+        cells = [B[k](r, f.format(r[k])) for k, f in fmt.items()]
+        out.append(f"| {r['name']} | {r['params'] / 1e3:.0f}k | " + " | ".join(cells) + f" | {r['s']:.3f} |")
+    return "\n".join(out) + f"\n\n_One training seed per row, 1-step samples unless lift; best of each column in bold; `{ABLATION_DIR}/`._\n"
+
+
+def ablation_band():
+    "docs/ablation.md: band-limited noise on the default model (2026-12-04, the 2-core machine), from the per-row JSON."
+    out = ["| model | noise, backbone | protocol | FD 1× | ÷ real floor | 2× FD(a) | ÷ 1× | 2× confident | 2× FD(b) ÷ bicubic "
+           "| lift FD(a) ÷ 2-step 1× | lift FD(b) ÷ bicubic |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, what, proto in BAND_ROWS:
+        d = _load(f"{ABLATION_DIR}/{name}.json")
+        if d is None: return f"_{ABLATION_DIR}/{name}.json is missing_\n"
+        c = _ablation_cols(d)
+        out.append(f"| {name} ({d['params'] / 1e3:.0f}k) | {what} | {proto} | {c['fd']:.1f} | {c['floor']:.2f}× | {d['fd_a_2x']:.1f} | "
+                   f"{c['a']:.2f} | {c['conf']:.2f} | {c['b']:.2f} | {c['la']:.2f} | {c['lb']:.2f} |")
+    return "\n".join(out) + f"\n\n_`{ABLATION_DIR}/default-*.json`, `physconv-band-multi.json`._\n"
 
 
 def resolution():
@@ -128,8 +253,26 @@ def cifar():
                               f"{mins.get('distill', 0):.0f} min on one CPU thread); `{path}`._\n")
 
 
-TABLES = {"summary": summary, "resolution": resolution, "resolution-spread": resolution_spread, "grid-rules": grid_rules,
-          "ablation": ablation, "cifar": cifar}
+TABLES = {"summary": summary, "metrics": metrics, "targets": targets, "resolution": resolution,
+          "resolution-spread": resolution_spread, "grid-rules": grid_rules, "ablation": ablation, "cifar": cifar,
+          "ablation-2026-12-04": ablation_2026_12_04, "ablation-band": ablation_band}
+
+
+def _value(path, *keys, fmt="{}"):
+    def get():
+        d = _load(path)
+        for k in keys:
+            if not isinstance(d, dict) or k not in d: return f"(run `dvc repro`: no {'.'.join(keys)} in {path})"
+            d = d[k]
+        return fmt.format(d)
+    return get
+
+
+VALUES = {"classifier-accuracy": _value("results/classifier.json", "test_accuracy", fmt="{:.3f}"),
+          "num-samples": _value("results/metrics.json", "real_test", "num_samples", fmt="{:,}"),
+          "best-1step-fd": _value("results/metrics.json", "summary", "best_1step_fid", fmt="{:.1f}"),
+          "best-1step-ratio": _value("results/metrics.json", "summary", "best_1step_fid_over_real", fmt="{:.2f}×")}
+VALUE = re.compile(r"<!-- value: (?P<name>[a-z0-9-]+) -->(?P<body>[^\n]*?)<!-- end value -->")
 
 
 def render(text: str) -> str:
@@ -137,7 +280,19 @@ def render(text: str) -> str:
         name = m.group("name")
         if name not in TABLES: raise SystemExit(f"unknown table {name!r} (known: {', '.join(TABLES)})")
         return m.group(1) + TABLES[name]() + m.group(4)
-    return MARK.sub(sub, text)
+    def val(m):
+        name = m.group("name")
+        if name not in VALUES: raise SystemExit(f"unknown value {name!r} (known: {', '.join(VALUES)})")
+        return f"<!-- value: {name} -->{VALUES[name]()}<!-- end value -->"
+    return VALUE.sub(val, MARK.sub(sub, text))
+
+
+def stale_blocks(text: str) -> list:
+    "The names of the marked blocks and values of `text` that differ from what the JSON renders."
+    new = render(text)
+    if new == text: return []
+    out = [f"table {m.group('name')}" for m in MARK.finditer(text) if render(m.group(0)) != m.group(0)]
+    return out + [f"value {m.group('name')}" for m in VALUE.finditer(text) if render(m.group(0)) != m.group(0)]
 
 
 def documents():
@@ -146,20 +301,20 @@ def documents():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 if a committed table differs from its JSON")
+    ap.add_argument("--check", action="store_true", help="exit 1 if a committed block differs from its JSON")
+    ap.add_argument("--list", action="store_true", help="print the block and value names")
     args = ap.parse_args(argv)
+    if args.list:
+        print("tables:", ", ".join(TABLES)); print("values:", ", ".join(VALUES)); return 0
     stale = []
     for p in documents():
         if not p.is_file(): continue
         old = p.read_text(); new = render(old)
         if new != old:
-            if args.check:
-                stale += [f"{p.relative_to(ROOT)}: table {m.group('name')}" for m, n in zip(MARK.finditer(old), MARK.finditer(new))
-                          if m.group(0) != n.group(0)]
-            else:
-                p.write_text(new); print(f"updated {p.relative_to(ROOT)}")
+            if args.check: stale += [f"{p.relative_to(ROOT)}: {b}" for b in stale_blocks(old)]
+            else: p.write_text(new); print(f"updated {p.relative_to(ROOT)}")
     if stale:
-        print("tables that differ from their JSON (run python tools/results_tables.py):\n  " + "\n  ".join(stale))
+        print("blocks that differ from their JSON (run python tools/results_tables.py):\n  " + "\n  ".join(stale))
         return 1
     return 0
 

@@ -204,7 +204,6 @@ def _cmd_sample(args) -> int:
 def _cmd_evaluate(args) -> int:
     check_sample_args(args)
     import noctcm.generate as G
-    if args.metrics is not None: G.check_metrics(args.metrics, "--metrics")
     kw = {"num_steps": tuple(args.num_steps), "out": args.out, "config": args.config, "seed": args.seed,
           "use_ema": args.use_ema, "teacher": args.teacher, "solver": args.solver, "t_mid": args.t_mid,
           "batch_size": args.batch_size, "device": args.device}
@@ -283,7 +282,7 @@ def _need_int(flag: str, v, low: int = 1):
 
 def check_sample_args(args):
     """Checks of `sample` / `evaluate` arguments that need no checkpoint: counts >= 1, t_mid decreasing inside (0, pi/2),
-    a device that exists here, the checkpoint file."""
+    known `--metrics`, a device that exists here, the checkpoint file."""
     _need_int("--num_samples", getattr(args, "num_samples", None))
     steps = getattr(args, "num_steps", None)
     for k in (steps if isinstance(steps, (list, tuple)) else [steps]): _need_int("--num_steps", k)
@@ -297,6 +296,9 @@ def check_sample_args(args):
     except ConfigError:
         raise ArgumentError(f"--t_mid {' '.join(map(str, t_mid))}: times must decrease strictly inside "
                             f"(0, pi/2 = {_HALF_PI:.4f}) radians; e.g. --t_mid 1.1 (2 steps) or 1.1 0.8 (3 steps)") from None
+    if getattr(args, "metrics", None) is not None:
+        from noctcm.generate import check_metrics
+        check_metrics(args.metrics, "--metrics")
     if getattr(args, "device", None) is not None:
         from noctcm.utils.helpers import get_device
         get_device(args.device, "--device")

@@ -24,7 +24,7 @@ from torch import nn
 
 import dataclasses
 
-from .config import ArgumentError, load_config, run_main, typed
+from .config import ArgumentError, OneLineParser, load_config, run_main, typed
 from .models.consistency_model import build_model
 from .models.neural_operators import FourierConvBlock, SpectralConv2d, group_count
 from .training import losses as L
@@ -228,10 +228,10 @@ def parse_spectral_configs(spec: str) -> list:
     for item in spec.split(","):
         m = re.fullmatch(r"\s*B(\d+)C(\d+)N(\d+)M(\d+)\s*", item)
         if not m:
-            raise ArgumentError(f"spectral config {item!r}: expected the form B64C64N32M24")
+            raise ArgumentError(f"--spectral {item.strip()}: expected the form B64C64N32M24")
         B, C, N, M = (int(v) for v in m.groups())
         if M % 2 or M < 2 or M > N:
-            raise ArgumentError(f"spectral config {item!r}: modes M must be even and 2 <= M <= N")
+            raise ArgumentError(f"--spectral {item.strip()}: modes M must be even and 2 <= M <= N")
         out.append((B, C, N, M))
     return out
 
@@ -506,7 +506,7 @@ def format_table(info: dict, rows: list, command: str = "") -> str:
 
 # %% ../nbs/16_bench.ipynb
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="noctcm bench", description="Side-by-side benchmarks (ratios of medians).")
+    p = OneLineParser(prog="noctcm bench", description="Side-by-side benchmarks (ratios of medians).")
     p.add_argument("--config", action="append", default=None, metavar="YAML",
                    help="config file(s) (default: the params.yaml schema defaults); later files win")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. model.model_channels=64")
@@ -533,10 +533,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     "Entry point of `noctcm bench` / `python -m noctcm.bench`: print (and write) the table; returns 0."
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    for flag, v, low in (("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0), ("--batch", args.batch, 1),
+                         ("--threads", args.threads, 0)):
+        if v is not None and v < low: raise ArgumentError(f"{flag} {v}: must be an integer >= {low}")
+    if args.spectral: parse_spectral_configs(args.spectral)
     if args.threads:
         torch.set_num_threads(int(args.threads))
     from noctcm.utils.helpers import get_device
-    device = get_device(args.device)
+    device = get_device(args.device, "--device")
     cfg = load_config(args.config or None, overrides=list(args.overrides or []))
     config_args = [a for c in (args.config or []) for a in ("--config", c)] + list(args.overrides or [])
     if args.memory_child:

@@ -9,8 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from .config import (STAGES, ArgumentError, ConfigError, NoctcmError, check_t_mids, dump_config, load_config,
-                           preset_path, run_main)
+from .config import (STAGES, ArgumentError, ConfigError, NoctcmError, OneLineParser, check_t_mids, dump_config,
+                           load_config, preset_path, run_main)
 
 # %% auto 0
 __all__ = ['COMMANDS', 'STAGE_COMMANDS', 'USER_ERRORS', 'NOTEBOOKS', 'FORWARDED', 'build_parser', 'check_sample_args',
@@ -125,9 +125,10 @@ def _stage_parser(sub):
         selection=("results/selection.json", "chosen snapshots"), out=("results/plots", "figures and CSV series"))
 
 def build_parser() -> argparse.ArgumentParser:
-    "The `noctcm` argument parser (subcommands data, train, sample, evaluate, config, bench, stage, notebook)."
+    """The `noctcm` argument parser (subcommands data, train, sample, evaluate, config, bench, stage, notebook); its
+    usage errors, and those of every subcommand's parser (`OneLineParser`), are one line with exit code 2."""
     from noctcm import __version__ as version
-    ap = argparse.ArgumentParser(prog="noctcm", description="Neural-operator continuous-time consistency models: "
+    ap = OneLineParser(prog="noctcm", description="Neural-operator continuous-time consistency models: "
                                  "data, training, sampling, evaluation.")
     ap.add_argument("--version", action="version", version=f"noctcm {version}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -156,6 +157,7 @@ def _config(args):
 def _cmd_data(args) -> int:
     from noctcm.data import datasets as D
     if args.data_command == "fetch":
+        _need_int("--resolution", args.resolution, 4)
         d = load_config(args.config).data if args.config else None
         pick = lambda given, key, default=None: given if given is not None else (d[key] if d is not None else default)
         kw = {"src": pick(args.src, "src"), "force": args.force, "download": args.download}
@@ -177,6 +179,11 @@ def _cmd_train(args) -> int:
     if args.stage is not None:
         from noctcm.config import stage_config
         cfg = stage_config(cfg, args.stage)
+    from noctcm.training.methods import teacher_checkpoint
+    path = teacher_checkpoint(cfg, args.stage, teacher)     # the teacher the run will load: there before anything heavy
+    if teacher is None and path is not None and not Path(path).is_file():
+        raise ArgumentError(f"distillation.teacher_checkpoint={path}: file not found; train the teacher first "
+                            f"(`noctcm train --stage teacher`) or pass --teacher_checkpoint")
     from noctcm.training.runtime import dist_env
     from noctcm.training.trainer import train
     path = train(cfg, args.out, stage=args.stage, teacher_checkpoint=teacher, resume=args.resume, progress=args.progress)
@@ -235,6 +242,7 @@ def _stage_classifiers(args, cfg):
     train_resolution_classifiers(cfg, args.out)
 
 def _stage_models(args, cfg):
+    _need_int("--jobs", args.jobs)
     from noctcm.pipeline.chains import models_stage
     files = [*(args.config or ["params.yaml"]), *map(str, map(preset_path, args.preset or []))]
     return models_stage(files, list(args.overrides or []), jobs=args.jobs)
@@ -273,7 +281,8 @@ def _need_int(flag: str, v, low: int = 1):
         raise ArgumentError(f"{flag} {v}: must be an integer >= {low}")
 
 def check_sample_args(args):
-    "Checks of `sample` / `evaluate` arguments that need no checkpoint: counts >= 1, t_mid decreasing inside (0, pi/2)."
+    """Checks of `sample` / `evaluate` arguments that need no checkpoint: counts >= 1, t_mid decreasing inside (0, pi/2),
+    known `--metrics`, a device that exists here, the checkpoint file."""
     _need_int("--num_samples", getattr(args, "num_samples", None))
     steps = getattr(args, "num_steps", None)
     for k in (steps if isinstance(steps, (list, tuple)) else [steps]): _need_int("--num_steps", k)
@@ -287,6 +296,12 @@ def check_sample_args(args):
     except ConfigError:
         raise ArgumentError(f"--t_mid {' '.join(map(str, t_mid))}: times must decrease strictly inside "
                             f"(0, pi/2 = {_HALF_PI:.4f}) radians; e.g. --t_mid 1.1 (2 steps) or 1.1 0.8 (3 steps)") from None
+    if getattr(args, "metrics", None) is not None:
+        from noctcm.generate import check_metrics
+        check_metrics(args.metrics, "--metrics")
+    if getattr(args, "device", None) is not None:
+        from noctcm.utils.helpers import get_device
+        get_device(args.device, "--device")
     ck = getattr(args, "checkpoint", None)
     if ck is not None and not Path(ck).is_file():
         raise ArgumentError(f"checkpoint {ck}: file not found (--checkpoint); pass a checkpoint.pt written by `noctcm train`")
@@ -315,6 +330,7 @@ USER_ERRORS = {  # exception class (module, name) -> exit code
     ("noctcm.config", "ConfigError"): 2,
     ("noctcm.utils.helpers", "CheckpointError"): 2,
     ("noctcm.utils.helpers", "StorageError"): 2,
+    ("noctcm.utils.helpers", "DeviceError"): 2,
     ("noctcm.data.datasets", "DataError"): 2,
     ("noctcm.utils.metrics", "MetricsError"): 2,
     ("noctcm.training.runtime", "TrainingDiverged"): 1,

@@ -5,7 +5,9 @@
 # %% ../nbs/00_config.ipynb 2
 from __future__ import annotations
 
+import argparse
 import math
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
@@ -18,9 +20,9 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 __all__ = ['STAGES', 'METHODS', 'CHOICES', 'LIST_CHOICES', 'RANGES', 'LEGACY_KEYS', 'SECTIONS', 'DataConfig', 'ModelConfig',
            'TrainingConfig', 'TeacherConfig', 'DistillationConfig', 'SamplingConfig', 'EvaluationConfig', 'PathsConfig',
            'Config', 'MethodSpec', 'methods_of_stage', 'NoctcmError', 'ArgumentError', 'ConfigError', 'error_line',
-           'run_main', 'validate', 'check_t_mids', 'default_config', 'merge_config', 'parse_overrides', 'preset_dirs',
-           'list_presets', 'preset_path', 'load_config', 'to_dict', 'from_dict', 'dump_config', 'typed', 'stage_config',
-           'repo_root', 'as_list', 'notebook_config']
+           'run_main', 'validate', 'OneLineParser', 'check_t_mids', 'default_config', 'merge_config', 'parse_overrides',
+           'preset_dirs', 'list_presets', 'preset_path', 'load_config', 'to_dict', 'from_dict', 'dump_config', 'typed',
+           'stage_config', 'repo_root', 'as_list', 'notebook_config']
 
 # %% ../nbs/00_config.ipynb
 @dataclass
@@ -217,6 +219,7 @@ LIST_CHOICES = {"evaluation.metrics": ("fid", "is", "kid", "precision", "recall"
 
 _pos, _nonneg = (lambda v: v > 0, "> 0"), (lambda v: v >= 0, ">= 0")
 _unit = (lambda v: 0 <= v < 1, "in [0, 1)")
+_seed = (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")
 RANGES = {
     "data.resolution": (lambda v: v >= 4, ">= 4"),
     "data.num_workers": _nonneg,
@@ -249,6 +252,10 @@ RANGES = {
     "distillation.steps": _pos, "distillation.lr": _pos,
     "evaluation.num_samples": _pos, "evaluation.batch_size": _pos, "evaluation.classifier_steps": _pos,
     "evaluation.steps": (lambda v: len(v) >= 1 and all(s > 0 for s in v), "a non-empty list of step counts > 0"),
+    "evaluation.metrics": (lambda v: len(v) >= 1, "a non-empty list of metric names"),
+    "training.seed": _seed, "sampling.seed": _seed, "training.huber_c": _nonneg,
+    "training.device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v.strip()) is not None,
+                        "auto, cpu, cuda, cuda:N or mps (whether it exists here is checked when it is used)"),
 }
 
 # %% ../nbs/00_config.ipynb
@@ -322,6 +329,8 @@ def validate(cfg: DictConfig) -> DictConfig:
         if key in LIST_CHOICES:
             bad = [m for m in plain if m not in LIST_CHOICES[key]]
             if bad: raise ConfigError(f"{key}: allowed items are {', '.join(LIST_CHOICES[key])}; got {bad[0]!r}")
+        if any(isinstance(x, float) and not math.isfinite(x) for x in (plain if isinstance(plain, list) else [plain])):
+            raise ConfigError(f"{key}: must be a finite number; got {plain!r}")
         if key in RANGES and plain is not None:
             ok, what = RANGES[key]
             try: good = ok(plain)
@@ -331,6 +340,12 @@ def validate(cfg: DictConfig) -> DictConfig:
     if spec is not None and spec.two_time and not cfg.model.two_time:
         raise ConfigError(f"training.objective={cfg.training.objective} needs a two-time model; set model.two_time=true")
     return cfg
+
+# %% ../nbs/00_config.ipynb
+class OneLineParser(argparse.ArgumentParser):
+    "An `argparse.ArgumentParser` whose usage errors are one `noctcm: error: ...` line on stderr and exit code 2."
+    def error(self, message):
+        self.exit(2, error_line(ArgumentError(f"{message}; see `{self.prog} --help`")) + "\n")
 
 # %% ../nbs/00_config.ipynb
 def check_t_mids(t_mids, t_max: float = math.pi / 2) -> tuple:

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from .config import SamplingConfig, check_t_mids, from_dict, load_config, to_dict
+from .config import ArgumentError, ConfigError, SamplingConfig, check_t_mids, from_dict, load_config, to_dict
 from .grids import SamplingGrid
 from .trigflow import SIGMA_D, consistency_sampling, pf_ode_sampling, t_mids_for_steps
 from .utils.helpers import (atomic_write_bytes, atomic_write_text, get_device, load_checkpoint,
@@ -25,7 +25,7 @@ from .utils.helpers import (atomic_write_bytes, atomic_write_text, get_device, l
 
 # %% auto 0
 __all__ = ['EVAL_METRICS', 'sample_noise', 'resolve_t_mids', 'generate', 'generate_teacher', 'load_for_sampling', 'sample_to_dir',
-           'resolve_feature_extractor', 'load_reference', 'evaluate_checkpoint']
+           'resolve_feature_extractor', 'load_reference', 'check_metrics', 'evaluate_checkpoint']
 
 # %% ../nbs/14_generate.ipynb
 def _noise_seed(seed: int, index: int, stage: int) -> int:
@@ -249,7 +249,7 @@ def _eval_config(config, ckpt_cfg):
     else: cfg = load_config(config)
     for key in ("name", "channels"):
         if cfg.data[key] != ckpt_cfg.data[key]:
-            raise ValueError(f"evaluation config has data.{key}={cfg.data[key]!r} but the checkpoint was trained with "
+            raise ConfigError(f"evaluation config has data.{key}={cfg.data[key]!r} but the checkpoint was trained with "
                              f"data.{key}={ckpt_cfg.data[key]!r}")
     # sampling defaults (t_mid, t_max, solver) stay those the model was trained/distilled for unless config overrides
     return cfg
@@ -291,6 +291,15 @@ def _cache_dir(cache_dir):
     return pathlib.Path(cache_dir)
 
 # %% ../nbs/14_generate.ipynb
+def check_metrics(metrics, what: str = "metrics") -> list:
+    "`metrics` lower-cased as a list if every name is one of `EVAL_METRICS`, else an `ArgumentError` naming `what`."
+    metrics = [str(m).lower() for m in ([metrics] if isinstance(metrics, str) else metrics)]
+    bad = [m for m in metrics if m not in EVAL_METRICS]
+    if bad or not metrics:
+        raise ArgumentError(f"{what}: unknown metric(s) {bad or metrics} (choose from {', '.join(EVAL_METRICS)})")
+    return metrics
+
+# %% ../nbs/14_generate.ipynb
 def evaluate_checkpoint(checkpoint, num_samples: int | None = None, num_steps=None, metrics=None, out=None, config=None,
                         teacher: bool = False, solver: str | None = None, t_mid=None, seed: int | None = None,
                         use_ema: bool = True, batch_size: int | None = None, device=None, reference_split: str = "train",
@@ -300,16 +309,15 @@ def evaluate_checkpoint(checkpoint, num_samples: int | None = None, num_steps=No
     cached by torch-fidelity under `cache_dir` ('auto': `$TORCH_HOME/fidelity_cache`; None: no cache) with names
     that hash the reference images and the feature extractor."""
     from noctcm.utils.metrics import compute_metrics, load_classifier
+    if metrics is not None: metrics = check_metrics(metrics)
     model, ckpt_cfg, dev = load_for_sampling(checkpoint, use_ema, device)
     cfg = _eval_config(config, ckpt_cfg)
     ev = cfg.evaluation
     num_samples = int(_pick(num_samples, ev.num_samples))
     if num_steps is None: num_steps = [cfg.sampling.teacher_steps] if teacher else list(ev.steps)
     num_steps = [int(num_steps)] if isinstance(num_steps, (int, np.integer)) else [int(k) for k in num_steps]
-    if not num_steps or min(num_steps) < 1: raise ValueError(f"num_steps must be step counts >= 1, got {num_steps}")
-    metrics = [str(m).lower() for m in (_pick(metrics, list(ev.metrics)))]
-    bad = [m for m in metrics if m not in EVAL_METRICS]
-    if bad or not metrics: raise ValueError(f"unknown metric(s) {bad or metrics} (choose from {', '.join(EVAL_METRICS)})")
+    if not num_steps or min(num_steps) < 1: raise ArgumentError(f"num_steps: must be step counts >= 1, got {num_steps}")
+    metrics = check_metrics(_pick(metrics, list(ev.metrics)), "evaluation.metrics")
     seed = int(_pick(seed, cfg.sampling.seed))
     fe = resolve_feature_extractor(cfg)
     classifier = load_classifier(ev.classifier_checkpoint).to(dev) if fe == "domain" else None

@@ -106,7 +106,7 @@ def evaluate_stage(cfg, out="results/metrics.json", samples_dir="results/samples
                    stages: Sequence[str] = STAGES, select: bool = True, grid: int = 64, progress: bool = True) -> dict:
     """Select, sample and score every trained model (`generate.evaluate_checkpoint`, as `noctcm evaluate`); write the
     metrics JSON (numbers only), the selection JSON (which checkpoint, validation FD of every snapshot) and grids."""
-    dev = get_device(cfg.training.device)
+    dev = get_device(cfg.training.device, "training.device")
     ev, n, seed = cfg.evaluation, int(cfg.evaluation.num_samples), int(cfg.sampling.seed)
     say = (lambda *a: print("[evaluate]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
     score = Scorer(cfg, device=dev)

@@ -44,7 +44,7 @@ def _metric_figure(res: dict, out: pathlib.Path, stages, metric: str = "fid") ->
 # %% ../../nbs/17f_pipeline_figures.ipynb
 def _sample_figures(cfg, res: dict, sel: dict, out: pathlib.Path, stages, n: int, metric: str = "fid") -> list:
     "`samples.png` (every run, every step count) and `trajectory.png` (the best 1-step model's 2-step sampling)."
-    dev, seed = get_device(cfg.training.device), int(cfg.sampling.seed)
+    dev, seed = get_device(cfg.training.device, "training.device"), int(cfg.sampling.seed)
     grid_rows, best, written = [], None, []
     for st in stages:
         p = chosen_checkpoint(cfg, st, sel)

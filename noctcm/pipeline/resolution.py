@@ -36,7 +36,7 @@ def resolution_stage(cfg, out="results/resolution.json", figure_dir="results/res
     """Sample every consistency model at several sizes and measure the transfer (`noctcm.resolution.transfer`) for the
     main seed and, at the integer refinements, `seeds - 1` more; write the JSON, CSV and figure."""
     say = (lambda *a: print("[resolution]", *a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
-    dev, n, seed = get_device(cfg.training.device), int(cfg.evaluation.num_samples), int(cfg.sampling.seed)
+    dev, n, seed = get_device(cfg.training.device, "training.device"), int(cfg.evaluation.num_samples), int(cfg.sampling.seed)
     sizes, R0 = RS.resolution_sizes(cfg), int(cfg.data.resolution)
     whole = [(s, R) for s, R in sizes if R > R0 and R % R0 == 0]
     sel = read_selection(selection)

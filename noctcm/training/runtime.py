@@ -100,7 +100,7 @@ class Runtime:
     "Device, processes and rows, threads, precision and DDP of a training run (see the notebook)."
     def __init__(self, tc: TrainingConfig):
         self.rank, self.world_size, local_rank = dist_env()
-        self.distributed, device = self.world_size > 1, get_device(tc.device)
+        self.distributed, device = self.world_size > 1, get_device(tc.device, "training.device")
         if self.distributed and device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)

@@ -23,9 +23,9 @@ from torch import nn
 from ..config import NoctcmError
 
 # %% auto 0
-__all__ = ['CHECKPOINT_FORMAT', 'seed_everything', 'get_device', 'rng_state', 'set_rng_state', 'StorageError', 'atomic_save',
-           'atomic_write_bytes', 'atomic_write_text', 'CheckpointError', 'load_checkpoint', 'to_uint8', 'image_grid',
-           'save_image_grid', 'resize_images', 'network_available', 'unwrap']
+__all__ = ['CHECKPOINT_FORMAT', 'seed_everything', 'DeviceError', 'get_device', 'rng_state', 'set_rng_state', 'StorageError',
+           'atomic_save', 'atomic_write_bytes', 'atomic_write_text', 'CheckpointError', 'load_checkpoint', 'to_uint8',
+           'image_grid', 'save_image_grid', 'resize_images', 'network_available', 'unwrap']
 
 # %% ../../nbs/01_helpers.ipynb
 def seed_everything(seed: int) -> int:
@@ -43,24 +43,28 @@ def seed_everything(seed: int) -> int:
     return seed
 
 # %% ../../nbs/01_helpers.ipynb
-def get_device(spec: str | torch.device | None = "auto") -> torch.device:
-    "`'auto'` (CUDA if available, else CPU), `'cpu'`, `'cuda'`, `'cuda:N'`, `'mps'` or a `torch.device`."
+class DeviceError(NoctcmError, ValueError):
+    "A device that cannot be parsed or is not available on this machine; the message names the setting."
+
+def get_device(spec: str | torch.device | None = "auto", what: str = "device") -> torch.device:
+    """`'auto'` (CUDA if available, else CPU), `'cpu'`, `'cuda'`, `'cuda:N'`, `'mps'` or a `torch.device`; `what`
+    names the setting in the `DeviceError` (`--device`, `training.device`)."""
     if spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(spec.strip() if isinstance(spec, str) else spec)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device: cannot parse {spec!r} (use auto, cpu, cuda or cuda:N)") from e
+        raise DeviceError(f"{what}: cannot parse {spec!r} (use auto, cpu, cuda or cuda:N)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device: {spec!r} requested but CUDA is not available (use device=auto or cpu)")
+            raise DeviceError(f"{what}: {spec!r} requested but CUDA is not available (use {what}=auto or cpu)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device: {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise DeviceError(f"{what}: {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     elif dev.type == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ValueError(f"device: {spec!r} requested but MPS is not available")
+            raise DeviceError(f"{what}: {spec!r} requested but MPS is not available (use {what}=auto or cpu)")
     elif dev.type != "cpu":
-        raise ValueError(f"device: unsupported device type {dev.type!r} (use auto, cpu, cuda or cuda:N)")
+        raise DeviceError(f"{what}: unsupported device type {dev.type!r} (use auto, cpu, cuda or cuda:N)")
     return dev
 
 # %% ../../nbs/01_helpers.ipynb

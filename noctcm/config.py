@@ -320,6 +320,7 @@ def _walk(cfg: DictConfig, prefix=""):
         if isinstance(v, DictConfig): yield from _walk(v, key + ".")
         else: yield key, v
 
+# %% ../nbs/00_config.ipynb
 def validate(cfg: DictConfig) -> DictConfig:
     "Check choices and ranges of every key; raise `ConfigError` naming the first bad key."
     for key, v in _walk(cfg):

@@ -98,7 +98,7 @@ def _adjoint_weight(weight: torch.Tensor, H: int, W: int, H2: int, W2: int) -> t
         wa = wa * (s * (H2 * W2 / (H * W))).view(1, m2, 1, 1, 1)
     return wa
 
-
+# %% ../../nbs/04_neural_operators.ipynb
 class _SpectralConvFn(torch.autograd.Function):
     """`y = K_R x` (analysis -> per-mode matmul -> synthesis) with a hand-written backward and forward-mode rule:
     `grad_x = K_{sR^H} g` (the adjoint is the same layer with conjugate-transposed weights, mapped back to the input
@@ -174,7 +174,6 @@ class _SpectralConvFn(torch.autograd.Function):
             t = _SpectralConvFn.apply(x, w_dot, H2, W2)[0]
             out = t if out is None else out + t
         return out
-
 
 # %% ../../nbs/04_neural_operators.ipynb
 class SpectralConv2d(nn.Module):
@@ -306,7 +305,7 @@ class _Conv2dFn(torch.autograd.Function):
             out = t.expand(x.shape[0], -1, *(out.shape[-2:] if out is not None else (1, 1))) if out is None else out + t
         return out
 
-
+# %% ../../nbs/04_neural_operators.ipynb
 class JVPConv2d(nn.Conv2d):
     """`nn.Conv2d` (same parameters, same `state_dict`) whose forward-mode rule skips absent tangents: a JVP with
     respect to the input costs one extra convolution. (PyTorch's rule for `convolution` also convolves the input with
@@ -327,7 +326,7 @@ class JVPConv2d(nn.Conv2d):
                                        self.stride, self.padding, self.dilation, self.groups)
         return _Conv2dFn.apply(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
-
+# %% ../../nbs/04_neural_operators.ipynb
 class _GroupNormFn(torch.autograd.Function):
     "group norm with PyTorch's kernels and a compact forward-mode rule; returns (y, mean, rstd)."
 
@@ -396,7 +395,7 @@ class _GroupNormFn(torch.autograd.Function):
             y_dot = t if y_dot is None else y_dot + t
         return y_dot, None, None
 
-
+# %% ../../nbs/04_neural_operators.ipynb
 class JVPGroupNorm(nn.GroupNorm):
     """`nn.GroupNorm` (same parameters, same `state_dict`) with a compact forward-mode rule,
     $\\dot{\\hat x} = (\\dot x - \\overline{\\dot x} - \\hat x\\,\\overline{\\hat x\\dot x})/\\sigma$ per group (a handful of
@@ -410,7 +409,6 @@ class JVPGroupNorm(nn.GroupNorm):
             with torch.autocast(device_type=x.device.type, enabled=False):
                 return _GroupNormFn.apply(x.float(), self.num_groups, self.weight, self.bias, self.eps)[0]
         return _GroupNormFn.apply(x, self.num_groups, self.weight, self.bias, self.eps)[0]
-
 
 # %% ../../nbs/04_neural_operators.ipynb
 def use_jvp_layers(model: nn.Module) -> int:

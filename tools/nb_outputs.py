@@ -153,7 +153,7 @@ def write(path, outs: dict) -> None:
     path = pathlib.Path(path)
     nb = json.loads(path.read_text())
     for i, o in outs.items(): nb["cells"][i]["outputs"] = o
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    path.write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n")   # as nbdev_clean writes
 
 
 def main(argv=None) -> int:

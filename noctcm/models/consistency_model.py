@@ -10,6 +10,7 @@ import warnings
 from typing import Mapping, Sequence
 
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from ..trigflow import batch_times, consistency_sampling, cos_sin, t_mids_for_steps
@@ -119,43 +120,45 @@ class ConsistencyModel(nn.Module):
             return torch.zeros_like(t)
         return self.weight_head(t)
 
-    # --- sampling -------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(self,
-               n: int,  # number of images
-               steps: int = 1,  # network evaluations (1 or more)
-               t_mid: Sequence[float] | float = (1.1,),  # intermediate times (reused / extended for more steps)
-               t_max: float = math.pi / 2,  # first time (pi/2 = pure noise)
-               generator: torch.Generator | None = None,  # must live on `device`
-               resolution: int | None = None,  # sample size (the same sample on every grid: noctcm.grids); default trained size
-               batch_size: int | None = None,  # split into batches of this size
-               device=None,  # default: the model's device
-               ) -> torch.Tensor:
-        """Draw `n` samples [n, C, R, R] with `steps`-step consistency sampling; runs in eval mode, then restores.
-        The noise is drawn on the construction grid and carried to R (`SamplingGrid`): one generator state, one sample."""
-        if int(n) != n or n < 1:
-            raise ValueError(f"n must be a positive int, got {n}")
-        R = self.resolution if resolution is None else int(resolution)
-        if self.channels is None or R is None or self.resolution is None:
-            raise ValueError("the data shape is unknown: build the model with channels= and resolution=")
-        p = next(self.parameters(), None)
-        device = torch.device(device) if device is not None else (p.device if p is not None else torch.device('cpu'))
-        dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-        t_mids = t_mids_for_steps(steps, t_mid, t_max)
-        R0, grid = self.resolution, SamplingGrid(self.resolution, R)
-        bs = int(batch_size) if batch_size else int(n)
-        was_training = self.training
-        if was_training: self.eval()  # walking the modules costs ~1 ms: only when needed
-        try:
-            out = []
-            for start in range(0, int(n), bs):
-                b = min(bs, int(n) - start)
-                draw = lambda: grid.carry(self.noise((b, self.channels, R0, R0), generator, device, dtype))
-                x = consistency_sampling(self, draw(), t_max, t_mids, renoise=lambda j: draw())
-                out.append(grid.present(x))
-        finally:
-            if was_training: self.train()
-        return torch.cat(out)
+
+# %% ../../nbs/06_consistency_model.ipynb
+@patch
+@torch.no_grad()
+def sample(self: ConsistencyModel,
+           n: int,  # number of images
+           steps: int = 1,  # network evaluations (1 or more)
+           t_mid: Sequence[float] | float = (1.1,),  # intermediate times (reused / extended for more steps)
+           t_max: float = math.pi / 2,  # first time (pi/2 = pure noise)
+           generator: torch.Generator | None = None,  # must live on `device`
+           resolution: int | None = None,  # sample size (the same sample on every grid: noctcm.grids); default trained size
+           batch_size: int | None = None,  # split into batches of this size
+           device=None,  # default: the model's device
+           ) -> torch.Tensor:
+    """Draw `n` samples [n, C, R, R] with `steps`-step consistency sampling; runs in eval mode, then restores.
+    The noise is drawn on the construction grid and carried to R (`SamplingGrid`): one generator state, one sample."""
+    if int(n) != n or n < 1:
+        raise ValueError(f"n must be a positive int, got {n}")
+    R = self.resolution if resolution is None else int(resolution)
+    if self.channels is None or R is None or self.resolution is None:
+        raise ValueError("the data shape is unknown: build the model with channels= and resolution=")
+    p = next(self.parameters(), None)
+    device = torch.device(device) if device is not None else (p.device if p is not None else torch.device('cpu'))
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    t_mids = t_mids_for_steps(steps, t_mid, t_max)
+    R0, grid = self.resolution, SamplingGrid(self.resolution, R)
+    bs = int(batch_size) if batch_size else int(n)
+    was_training = self.training
+    if was_training: self.eval()  # walking the modules costs ~1 ms: only when needed
+    try:
+        out = []
+        for start in range(0, int(n), bs):
+            b = min(bs, int(n) - start)
+            draw = lambda: grid.carry(self.noise((b, self.channels, R0, R0), generator, device, dtype))
+            x = consistency_sampling(self, draw(), t_max, t_mids, renoise=lambda j: draw())
+            out.append(grid.present(x))
+    finally:
+        if was_training: self.train()
+    return torch.cat(out)
 
 # %% ../../nbs/06_consistency_model.ipynb
 BACKBONES: dict = {'unet': UNetModel}
@@ -215,7 +218,7 @@ def _strip_prefixes(state: dict) -> dict:
         out[k] = v
     return out
 
-
+# %% ../../nbs/06_consistency_model.ipynb
 def load_model(path, use_ema: bool = True, device='cpu'):
     "`(model, cfg)` from a noctcm/1 checkpoint: EMA weights by default; model in eval mode on `device`."
     from noctcm.utils.helpers import load_checkpoint, CheckpointError

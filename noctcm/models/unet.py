@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
+from fastcore.basics import patch
 from torch import nn
 
 from .time_conditioning import TrigFlowTimeConditioning
@@ -133,6 +134,24 @@ class Upsample(nn.Module):
 GRID_RULES = ('multigrid', 'native')
 
 
+def _check_unet_args(in_channels, model_channels, channel_mult, num_res_blocks, dropout, fno_levels, grid_rule, resolution):
+    "The U-Net's constructor arguments checked, each error naming the argument."
+    L = len(channel_mult)
+    if L < 1 or min(channel_mult) < 1:
+        raise ValueError(f"channel_mult must be a non-empty list of positive ints, got {channel_mult}")
+    if in_channels < 1 or model_channels < 1 or num_res_blocks < 1:
+        raise ValueError("in_channels, model_channels and num_res_blocks must be >= 1")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    bad = [l for l in fno_levels if not 0 <= l < L]
+    if bad:
+        raise ValueError(f"fno_levels {bad} out of range for {L} levels (channel_mult={channel_mult})")
+    if grid_rule not in GRID_RULES:
+        raise ValueError(f"grid_rule must be one of {', '.join(GRID_RULES)}, got {grid_rule!r}")
+    if resolution % 2 ** (L - 1):
+        raise ValueError(f"resolution {resolution} must be divisible by 2**(levels-1) = {2 ** (L - 1)}")
+
+# %% ../../nbs/05_unet.ipynb
 class UNetModel(nn.Module):
     """ADM-style U-Net with FNO branches, adaptive double normalisation and attention.
 
@@ -162,20 +181,8 @@ class UNetModel(nn.Module):
         super().__init__()
         channel_mult, fno_levels = tuple(int(m) for m in channel_mult), tuple(int(l) for l in fno_levels)
         attention_resolutions = tuple(int(r) for r in attention_resolutions)
+        _check_unet_args(in_channels, model_channels, channel_mult, num_res_blocks, dropout, fno_levels, grid_rule, resolution)
         L = len(channel_mult)
-        if L < 1 or min(channel_mult) < 1:
-            raise ValueError(f"channel_mult must be a non-empty list of positive ints, got {channel_mult}")
-        if in_channels < 1 or model_channels < 1 or num_res_blocks < 1:
-            raise ValueError("in_channels, model_channels and num_res_blocks must be >= 1")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        bad = [l for l in fno_levels if not 0 <= l < L]
-        if bad:
-            raise ValueError(f"fno_levels {bad} out of range for {L} levels (channel_mult={channel_mult})")
-        if grid_rule not in GRID_RULES:
-            raise ValueError(f"grid_rule must be one of {', '.join(GRID_RULES)}, got {grid_rule!r}")
-        if resolution % 2 ** (L - 1):
-            raise ValueError(f"resolution {resolution} must be divisible by 2**(levels-1) = {2 ** (L - 1)}")
         out_channels = in_channels if out_channels is None else out_channels
         self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
         self.channel_mult, self.two_time, self.num_levels = channel_mult, bool(two_time), L
@@ -222,57 +229,64 @@ class UNetModel(nn.Module):
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
-    @property
-    def min_resolution(self) -> int:
-        "Smallest square input size this network runs at (`native`: 2 pixels at the coarsest level, for its norms)."
-        return 1 if self.grid_rule == 'multigrid' else 2 ** self.num_levels
+# %% ../../nbs/05_unet.ipynb
+@patch(as_prop=True)
+def min_resolution(self: UNetModel) -> int:
+    "Smallest square input size this network runs at (`native`: 2 pixels at the coarsest level, for its norms)."
+    return 1 if self.grid_rule == 'multigrid' else 2 ** self.num_levels
 
-    def _check(self, x: torch.Tensor):
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"UNetModel expects x of shape [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
-        k = 2 ** (self.num_levels - 1)
-        if self.grid_rule == 'native' and (x.shape[-2] % k or x.shape[-1] % k):
-            raise ValueError(f"UNetModel with {self.num_levels} levels and grid_rule='native' needs H and W divisible "
-                             f"by {k}, got {x.shape[-2]}x{x.shape[-1]}")
 
-    def forward(self, x: torch.Tensor, t, s=None) -> torch.Tensor:
-        self._check(x)
-        t = batch_times(t, x, 't')
-        if s is not None:
-            if not self.two_time:
-                raise ValueError("this UNetModel was built with two_time=False; it cannot take s")
-            s = batch_times(s, x, 's')
-        emb = self.time_embed(t, s)
-        R0, (H, W) = self.resolution, x.shape[-2:]
-        if self.grid_rule == 'native' or (H, W) == (R0, R0):
-            return self._levels(x, emb, 1)
-        if H == W and H % R0 == 0:
-            return self._levels(x, emb, H // R0)
-        R = R0 * max(1, math.ceil(max(H, W) / R0))      # no sub-lattice: the next refined grid, resampled
-        return fourier_resample(self._levels(fourier_resample(x, (R, R)), emb, R // R0), (H, W))
+@patch
+def _check(self: UNetModel, x: torch.Tensor):
+    if x.ndim != 4 or x.shape[1] != self.in_channels:
+        raise ValueError(f"UNetModel expects x of shape [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
+    k = 2 ** (self.num_levels - 1)
+    if self.grid_rule == 'native' and (x.shape[-2] % k or x.shape[-1] % k):
+        raise ValueError(f"UNetModel with {self.num_levels} levels and grid_rule='native' needs H and W divisible "
+                         f"by {k}, got {x.shape[-2]}x{x.shape[-1]}")
 
-    def _levels(self, x: torch.Tensor, emb: torch.Tensor, refinement: int) -> torch.Tensor:
-        "The U-Net with its finest level on a grid `refinement` times finer than the construction grid."
-        ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
-        run = (lambda f, *a: torch.utils.checkpoint.checkpoint(f, *a, use_reentrant=False)) if ckpt else \
-              (lambda f, *a: f(*a))
-        s, level = refinement, 0
-        h = refined_conv(self.input_conv, x, s)
-        hs = [h]
-        for layer in self.down:
-            r = s if level == 0 else 1
-            if isinstance(layer, nn.ModuleList):
-                h = run(layer[1], run(layer[0], h, emb, r), r)
-            else:                                                   # the nodes go down to the next level
-                h, level = layer(h[..., ::s, ::s] if level == 0 else h), level + 1
-            hs.append(h)
-        h = run(self.mid[2], run(self.mid[1], run(self.mid[0], h, emb)), emb)
-        for layer in self.up:
-            r = s if level == 0 else 1
-            if isinstance(layer, nn.ModuleList):
-                h = run(layer[1], run(layer[0], torch.cat([h, hs.pop()], dim=1), emb, r), r)
-            else:                                                   # back to the finest level's grid
-                h, level = layer(h), level - 1
-                if level == 0 and s > 1:
-                    h = fourier_resample(h, (h.shape[-2] * s, h.shape[-1] * s))
-        return refined_conv(self.out_conv, F.silu(refined_group_norm(self.out_norm, h, s)), s)
+# %% ../../nbs/05_unet.ipynb
+@patch
+def forward(self: UNetModel, x: torch.Tensor, t, s=None) -> torch.Tensor:
+    self._check(x)
+    t = batch_times(t, x, 't')
+    if s is not None:
+        if not self.two_time:
+            raise ValueError("this UNetModel was built with two_time=False; it cannot take s")
+        s = batch_times(s, x, 's')
+    emb = self.time_embed(t, s)
+    R0, (H, W) = self.resolution, x.shape[-2:]
+    if self.grid_rule == 'native' or (H, W) == (R0, R0):
+        return self._levels(x, emb, 1)
+    if H == W and H % R0 == 0:
+        return self._levels(x, emb, H // R0)
+    R = R0 * max(1, math.ceil(max(H, W) / R0))      # no sub-lattice: the next refined grid, resampled
+    return fourier_resample(self._levels(fourier_resample(x, (R, R)), emb, R // R0), (H, W))
+
+# %% ../../nbs/05_unet.ipynb
+@patch
+def _levels(self: UNetModel, x: torch.Tensor, emb: torch.Tensor, refinement: int) -> torch.Tensor:
+    "The U-Net with its finest level on a grid `refinement` times finer than the construction grid."
+    ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+    run = (lambda f, *a: torch.utils.checkpoint.checkpoint(f, *a, use_reentrant=False)) if ckpt else \
+          (lambda f, *a: f(*a))
+    s, level = refinement, 0
+    h = refined_conv(self.input_conv, x, s)
+    hs = [h]
+    for layer in self.down:
+        r = s if level == 0 else 1
+        if isinstance(layer, nn.ModuleList):
+            h = run(layer[1], run(layer[0], h, emb, r), r)
+        else:                                                   # the nodes go down to the next level
+            h, level = layer(h[..., ::s, ::s] if level == 0 else h), level + 1
+        hs.append(h)
+    h = run(self.mid[2], run(self.mid[1], run(self.mid[0], h, emb)), emb)
+    for layer in self.up:
+        r = s if level == 0 else 1
+        if isinstance(layer, nn.ModuleList):
+            h = run(layer[1], run(layer[0], torch.cat([h, hs.pop()], dim=1), emb, r), r)
+        else:                                                   # back to the finest level's grid
+            h, level = layer(h), level - 1
+            if level == 0 and s > 1:
+                h = fourier_resample(h, (h.shape[-2] * s, h.shape[-1] * s))
+    return refined_conv(self.out_conv, F.silu(refined_group_norm(self.out_norm, h, s)), s)

@@ -142,6 +142,7 @@ class SamplingConfig:
 @dataclass
 class EvaluationConfig:
     num_samples: int = 297
+    draws: int = 8                     # evaluate stage: consistency models scored as the mean over this many sampling draws
     steps: List[int] = field(default_factory=lambda: [1, 2])
     metrics: List[str] = field(default_factory=lambda: ["fid", "is", "precision", "recall"])
     feature_extractor: str = "auto"   # auto | inception-v3-compat | domain
@@ -250,7 +251,7 @@ RANGES = {
     "sampling.teacher_steps": _pos, "sampling.batch_size": _pos,
     "teacher.steps": _pos, "teacher.lr": _pos, "teacher.P_std": _pos,
     "distillation.steps": _pos, "distillation.lr": _pos,
-    "evaluation.num_samples": _pos, "evaluation.batch_size": _pos, "evaluation.classifier_steps": _pos,
+    "evaluation.num_samples": _pos, "evaluation.draws": _pos, "evaluation.batch_size": _pos, "evaluation.classifier_steps": _pos,
     "evaluation.steps": (lambda v: len(v) >= 1 and all(s > 0 for s in v), "a non-empty list of step counts > 0"),
     "evaluation.metrics": (lambda v: len(v) >= 1, "a non-empty list of metric names"),
     "training.seed": _seed, "sampling.seed": _seed, "training.huber_c": _nonneg,

@@ -37,6 +37,11 @@ def _latest(pattern):
     return (json.loads(files[-1].read_text()), files[-1].relative_to(ROOT)) if files else (None, None)
 
 
+def _g(v):
+    "A number without a needless '.0' (classes present is a mean over draws); anything else as it is."
+    return f"{v:g}" if isinstance(v, (int, float)) else v
+
+
 def _mm(d, p=2):
     "mean (min–max) of a {mean, min, max} dict."
     return f"{d['mean']:.{p}f} ({d['min']:.{p}f}–{d['max']:.{p}f})"
@@ -68,12 +73,15 @@ def summary():
     real = m["real_test"]
     rows = ["| model | NFE | FD ↓ | FD ÷ real floor | confident (p ≥ 0.9) | classes |", "|---|---|---|---|---|---|",
             f"| real test images (the floor) | – | {real['fid']:.1f} | 1.00× | {real['classifier_confident_frac']:.1%} | "
-            f"{real.get('classifier_classes_present', '–')} |"]
+            f"{_g(real.get('classifier_classes_present', '–'))} |"]
     for label, r, best in _models(m):
         b = "**" if best else ""
-        rows.append(f"| {b}{label}{b} | {r['nfe']} | {b}{r['fid']:.1f}{b} | {r['fid'] / real['fid']:.2f}× | "
-                    f"{r['classifier_confident_frac']:.1%} | {r.get('classifier_classes_present', '–')} |")
-    return "\n".join(rows) + f"\n\n_{real.get('num_samples', '?')} samples per row; `results/metrics.json`._\n"
+        sd = f" ± {r['fid_sd']:.1f}" if "fid_sd" in r else ""
+        rows.append(f"| {b}{label}{b} | {r['nfe']} | {b}{r['fid']:.1f}{b}{sd} | {r['fid'] / real['fid']:.2f}× | "
+                    f"{r['classifier_confident_frac']:.1%} | {_g(r.get('classifier_classes_present', '–'))} |")
+    draws = next((r["draws"] for _, r, _ in _models(m) if "draws" in r), None)
+    how = f"; consistency models: the mean ± sd over {draws:g} sampling draws" if draws else ""
+    return "\n".join(rows) + f"\n\n_{real.get('num_samples', '?')} samples per row{how}; `results/metrics.json`._\n"
 
 
 def metrics():
@@ -85,7 +93,7 @@ def metrics():
             "|---|---|---|---|---|---|---|---|---|---|"]
     one = lambda label, r, nfe, ips: (f"| {label} | {nfe} | {r['fid']:.1f} | {r['fid'] / real['fid']:.2f} | {r['is_mean']:.2f} | "
                                       f"{r['precision']:.2f} | {r['recall']:.2f} | {r['classifier_confident_frac']:.3f} | "
-                                      f"{r.get('classifier_classes_present', '–')} | {ips} |")
+                                      f"{_g(r.get('classifier_classes_present', '–'))} | {ips} |")
     rows.append(one("real test split vs train (the floor)", real, "–", "–"))
     for label, r, best in _models(m):
         rows.append(one(f"**{label}**" if best else label, r, r["nfe"], f"{r['images_per_s']:.0f}" if "images_per_s" in r else "–"))
@@ -94,7 +102,9 @@ def metrics():
         if "checkpoint_step" in m.get(st, {}):
             of = p.get(sec, {}).get("steps")
             steps.append(f"{label} step {m[st]['checkpoint_step']:,}" + (f" of {of:,}" if of else ""))
-    note = f"_{real.get('num_samples', '?')} samples per row; checkpoints used: {', '.join(steps)}"
+    draws = next((r["draws"] for _, r, _ in _models(m) if "draws" in r), None)
+    note = (f"_{real.get('num_samples', '?')} samples per row" + (f" (consistency models: the mean over {draws:g} sampling draws)" if draws else "")
+            + f"; checkpoints used: {', '.join(steps)}")
     mach = m.get("machine")
     if isinstance(mach, dict):
         order = ["cpu", "cpu_instructions", "torch_cpu_capability", "system", "torch", "numpy", "python", "threads", "training_threads"]
@@ -119,7 +129,7 @@ def targets():
     rows.append(f"| ≥ 70% of samples classified with p ≥ 0.9 | {c1:.1%} ({k1} of {n}) | {yes(c1 >= 0.7)} | "
                 f"{c2:.1%} ({k2} of {n}) | {yes(c2 >= 0.7)} |")
     cl1, cl2 = s.get("best_1step_classes_present", 0), two.get("classifier_classes_present", 0)
-    rows.append(f"| every class present | {cl1} of 10 | {yes(cl1 >= 10)} | {cl2} of 10 | {yes(cl2 >= 10)} |")
+    rows.append(f"| every class present | {cl1:g} of 10 | {yes(cl1 >= 10)} | {cl2:g} of 10 | {yes(cl2 >= 10)} |")
     se = (c1 * (1 - c1) / n) ** 0.5 if n else float("nan")
     return "\n".join(rows) + (f"\n\n_The confident share from {n} samples carries a standard error of ±{se:.1%} "
                               f"(binomial); `results/metrics.json`._\n")

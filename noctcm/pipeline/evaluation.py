@@ -23,7 +23,7 @@ from ..utils.helpers import atomic_write_text, get_device, load_checkpoint, save
 from ..utils.metrics import check_classifier_data, save_classifier, train_domain_classifier
 
 # %% auto 0
-__all__ = ['classifier_stage', 'list_snapshots', 'select_snapshot', 'Scorer', 'evaluate_stage', 'summarize',
+__all__ = ['classifier_stage', 'list_snapshots', 'select_snapshot', 'Scorer', 'mean_over_draws', 'evaluate_stage', 'summarize',
            'machine_description']
 
 # %% ../../nbs/17d_pipeline_evaluation.ipynb
@@ -101,6 +101,23 @@ class Scorer:
         if self.classifier is not None: out.update(_numbers(self.M.classifier_confidence(images, self.classifier), "classifier_"))
         return _numbers(out)
 
+
+def mean_over_draws(runs: list) -> dict:
+    """`evaluate_checkpoint` results of several sampling draws (seeds `sampling.seed + d`) as one: every number the mean
+    over the draws, plus `fid_sd` (the FD's standard deviation over draws) and `draws`. With 297 samples one draw's FD
+    is noisy (17.7 to 26.0 over four draws of the same model), too noisy to compare 1 with 2 steps or a model with a bar."""
+    if len(runs) == 1: return runs[0]
+    out = {"meta": runs[0].get("meta", {})}
+    for k, row in runs[0].items():
+        if k == "meta": continue
+        rows = [r[k] for r in runs]
+        out[k] = {m: float(np.mean([r[m] for r in rows])) if isinstance(v, (int, float, np.integer, np.floating))
+                  and not isinstance(v, bool) else v for m, v in row.items()}
+        if "fid" in row: out[k]["fid_sd"] = float(np.std([r["fid"] for r in rows], ddof=1))
+        out[k]["draws"] = len(runs)
+    return out
+
+
 # %% ../../nbs/17d_pipeline_evaluation.ipynb
 def evaluate_stage(cfg, out="results/metrics.json", samples_dir="results/samples", selection_out="results/selection.json",
                    stages: Sequence[str] = STAGES, select: bool = True, grid: int = 64, progress: bool = True) -> dict:
@@ -129,8 +146,10 @@ def evaluate_stage(cfg, out="results/metrics.json", samples_dir="results/samples
             chosen, table = select_snapshot(list_snapshots(stage_dir(cfg, stage)), val)
             info["validation_fd"] = {str(p): sc for p, sc in table}
             say(f"{stage}: selected {chosen} from {[(p.name, round(sc, 3)) for p, sc in table]}")
-        r = evaluate_checkpoint(chosen, num_samples=n, num_steps=None if teacher else list(ev.steps), metrics=list(ev.metrics),
-                                config=cfg, teacher=teacher, seed=seed, real=False, device=dev, progress=False)
+        draws = 1 if teacher else int(ev.draws)    # the teacher's PF-ODE costs 35 NFE a sample: one draw
+        r = mean_over_draws([evaluate_checkpoint(chosen, num_samples=n, num_steps=None if teacher else list(ev.steps),
+                                                 metrics=list(ev.metrics), config=cfg, teacher=teacher, seed=seed + d,
+                                                 real=False, device=dev, progress=False) for d in range(draws)])
         sel[stage] = dict(chosen=str(chosen), step=int(load_checkpoint(chosen).get("step", -1)), meta=r.pop("meta", {}), **info)
         model = load_run_model(chosen, dev)
         if teacher:

@@ -39,7 +39,7 @@ def _latest(pattern):
 
 def _g(v):
     "A number without a needless '.0' (classes present is a mean over draws); anything else as it is."
-    return f"{v:g}" if isinstance(v, (int, float)) else v
+    return f"{v:.3g}" if isinstance(v, (int, float)) else v
 
 
 def _mm(d, p=2):
@@ -62,7 +62,7 @@ def _models(m):
     for st, label in (("train", "sCT from scratch"), ("distill", "ECT student (distilled from the teacher)")):
         for k, r in m.get(st, {}).items():
             if isinstance(r, dict) and "fid" in r:
-                out.append((f"{label}, {r['nfe']} step{'s' if r['nfe'] > 1 else ''}", r, st == best and k == "1step"))
+                out.append((f"{label}, {_g(r['nfe'])} step{'s' if r['nfe'] > 1 else ''}", r, st == best and k == "1step"))
     return out
 
 
@@ -77,7 +77,7 @@ def summary():
     for label, r, best in _models(m):
         b = "**" if best else ""
         sd = f" ± {r['fid_sd']:.1f}" if "fid_sd" in r else ""
-        rows.append(f"| {b}{label}{b} | {r['nfe']} | {b}{r['fid']:.1f}{b}{sd} | {r['fid'] / real['fid']:.2f}× | "
+        rows.append(f"| {b}{label}{b} | {_g(r['nfe'])} | {b}{r['fid']:.1f}{b}{sd} | {r['fid'] / real['fid']:.2f}× | "
                     f"{r['classifier_confident_frac']:.1%} | {_g(r.get('classifier_classes_present', '–'))} |")
     draws = next((r["draws"] for _, r, _ in _models(m) if "draws" in r), None)
     how = f"; consistency models: the mean ± sd over {draws:g} sampling draws" if draws else ""
@@ -96,7 +96,7 @@ def metrics():
                                       f"{_g(r.get('classifier_classes_present', '–'))} | {ips} |")
     rows.append(one("real test split vs train (the floor)", real, "–", "–"))
     for label, r, best in _models(m):
-        rows.append(one(f"**{label}**" if best else label, r, r["nfe"], f"{r['images_per_s']:.0f}" if "images_per_s" in r else "–"))
+        rows.append(one(f"**{label}**" if best else label, r, _g(r["nfe"]), f"{r['images_per_s']:.0f}" if "images_per_s" in r else "–"))
     p, steps = _params(), []
     for st, sec, label in (("teacher", "teacher", "teacher"), ("train", "training", "sCT"), ("distill", "distillation", "ECT")):
         if "checkpoint_step" in m.get(st, {}):
@@ -221,13 +221,15 @@ def resolution():
             if sc in ("spread", "1x") or "1step" not in row: continue
             a, b = row["1step"], row.get("bicubic_1step", {})
             one = a["fd_a"] / a["fd_a_over_1x"]
-            rows.append(f"| {label} | {sc} ({row['size']} px) | {a['consistency']:.3f} | {a.get('incoherence', float('nan')):.3f} | "
+            f = lambda v, p: "–" if v is None or v != v else f"{v:.{p}f}"
+            rows.append(f"| {label} | {sc} ({row['size']} px) | {a['consistency']:.3f} | {f(a.get('incoherence'), 3)} | "
                         f"{a['fd_a']:.1f} ({one:.1f}) | {a.get('confident_a_minus_1x', 0):+.3f} | {a['fd_b']:.1f} | "
-                        f"{b.get('fd_b', float('nan')):.1f} | {a.get('fd_b_over_bicubic', float('nan')):.2f} |")
+                        f"{f(b.get('fd_b'), 1)} | {f(a.get('fd_b_over_bicubic'), 2)} |")
     c = r.get("controls", {})
-    rows.append("")
-    rows.append("| real test images | " + " | ".join(f"{sc}: FD(b) {v['fd_b']:.1f}, FD(a) {v['fd_a']:.1f}" for sc, v in c.items()) + " |")
-    rows.append("|---|" + "---|" * len(c))
+    rows += ["", "| real test images at | FD(b) at that size | FD(a) at 16 px | confident(a) |", "|---|---|---|---|"]
+    rows += [f"| {sc} ({v['size']} px) | {v['fd_b']:.1f} | {v['fd_a']:.1f} | {v['confident_a']:.1%} |" for sc, v in c.items()]
+    rows.append("\n_1-step samples of the selected checkpoints, main sampling seed; sub-lattice incoherence exists at integer "
+                "refinements only, the bicubic baseline at sizes above the training size; `results/resolution.json`._")
     return "\n".join(rows) + "\n"
 
 

@@ -29,8 +29,8 @@ def one(run: pathlib.Path) -> dict:
     row = {"seed": seed, "floor_fd": floor, "best_model": "distill" if s.get("best_1step_is_distill", 1) else "train",
            "best_1step_fd": s["best_1step_fid"], "best_1step_ratio": s["best_1step_fid_over_real"],
            "best_1step_confident": s["best_1step_confident_frac"], "best_2step_fd": s["best_2step_fid"],
-           "best_2step_ratio": s["best_2step_fid"] / floor, "teacher_fd": m["teacher"]["heun18"]["fid"] if "heun18" in m["teacher"]
-           else next(iter(m["teacher"].values()))["fid"],
+           "best_2step_ratio": s["best_2step_fid"] / floor,
+           "teacher_fd": next(v["fid"] for v in m["teacher"].values() if isinstance(v, dict)),   # its one solver row
            "sct_1step_fd": m["train"]["1step"]["fid"], "ect_1step_fd": m["distill"]["1step"]["fid"],
            "num_samples": m["real_test"].get("num_samples"), "machine": m.get("machine")}
     row["bar"] = {"fd_within_2x": row["best_1step_ratio"] <= 2.0, "confident_at_least_70": row["best_1step_confident"] >= 0.70,

@@ -112,7 +112,7 @@ class TrainingConfig:
 @dataclass
 class TeacherConfig:
     "Overrides of `training` for the diffusion-teacher stage (`--stage teacher`)."
-    steps: int = 2500
+    steps: int = 2000
     lr: float = 5e-4
     P_mean: float = -0.8
     P_std: float = 1.6
@@ -124,8 +124,9 @@ class DistillationConfig:
     method: str = "ect"           # a method of METHODS with stage distill: scd | ect
     teacher_checkpoint: Optional[str] = "models/teacher/checkpoint.pt"
     init_from_teacher: bool = True
-    steps: int = 2000
+    steps: int = 1400
     lr: float = 5e-4
+    ema_sigma_rel: float = 0.15   # the student's power-EMA length (EDM2 sigma_rel); training.ema_sigma_rel elsewhere
 
 # %% ../nbs/00_config.ipynb
 @dataclass
@@ -149,6 +150,7 @@ class EvaluationConfig:
     feature_weights: Optional[str] = None
     classifier_checkpoint: str = "models/classifier/classifier.pt"
     classifier_steps: int = 600
+    classifier_seed: int = 0   # the judges' classifiers are one fixed instrument: their seed, not training.seed
     batch_size: int = 256
     resolution_scales: List[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0, 3.0])  # `resolution` stage
     resolution_classifier_steps: int = 300   # training steps of the judge-(b) classifier at each other size
@@ -250,11 +252,11 @@ RANGES = {
     "sampling.t_mid": (lambda v: check_t_mids(v) is not None, "decreasing times in (0, pi/2)"),
     "sampling.teacher_steps": _pos, "sampling.batch_size": _pos,
     "teacher.steps": _pos, "teacher.lr": _pos, "teacher.P_std": _pos,
-    "distillation.steps": _pos, "distillation.lr": _pos,
+    "distillation.steps": _pos, "distillation.lr": _pos, "distillation.ema_sigma_rel": _pos,
     "evaluation.num_samples": _pos, "evaluation.draws": _pos, "evaluation.batch_size": _pos, "evaluation.classifier_steps": _pos,
     "evaluation.steps": (lambda v: len(v) >= 1 and all(s > 0 for s in v), "a non-empty list of step counts > 0"),
     "evaluation.metrics": (lambda v: len(v) >= 1, "a non-empty list of metric names"),
-    "training.seed": _seed, "sampling.seed": _seed, "training.huber_c": _nonneg,
+    "training.seed": _seed, "sampling.seed": _seed, "evaluation.classifier_seed": _seed, "training.huber_c": _nonneg,
     "training.device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v.strip()) is not None,
                         "auto, cpu, cuda, cuda:N or mps (whether it exists here is checked when it is used)"),
 }
@@ -477,7 +479,7 @@ def stage_config(cfg: DictConfig, stage: str = "train") -> DictConfig:
                                      P_std=t.P_std))
     elif stage == "distill":
         d = cfg.distillation
-        cfg.training.merge_with(dict(objective=d.method, steps=d.steps, lr=d.lr))
+        cfg.training.merge_with(dict(objective=d.method, steps=d.steps, lr=d.lr, ema_sigma_rel=d.ema_sigma_rel))
     return validate(cfg)
 
 # %% ../nbs/00_config.ipynb

@@ -67,7 +67,7 @@ def sublattice_incoherence(x: torch.Tensor, x1: torch.Tensor) -> tuple:
 def resolution_classifier_meta(cfg, size: int, train_images) -> dict:
     "What the judge-(b) classifier at `size` is trained from (saved in its file; a file is reused only when it matches)."
     return {"dataset": str(cfg.data.name), "resolution": int(size), "steps": int(cfg.evaluation.resolution_classifier_steps),
-            "seed": int(cfg.training.seed),
+            "seed": int(cfg.evaluation.classifier_seed),
             "images_sha256": hashlib.sha256(torch.as_tensor(train_images).contiguous().numpy().tobytes()).hexdigest()}
 
 def classifier_sizes(cfg) -> list:

@@ -55,12 +55,12 @@ def ema_step(shadow: nn.Module, model: nn.Module, beta: float):
     ema_p, src_p = dict(shadow.named_parameters()), dict(model.named_parameters())
     if ema_p.keys() != src_p.keys():
         raise ValueError("EMA.update: the model's parameters differ from the EMA copy's")
-    for k, p in src_p.items():
-        e = ema_p[k]
-        if e.is_floating_point() or e.is_complex():
-            e.lerp_(p.detach().to(e.device, e.dtype), 1.0 - beta)
-        else:
-            e.copy_(p.detach())  # copy_ moves across devices/dtypes
+    averaged = [k for k, e in ema_p.items() if e.is_floating_point() or e.is_complex()]
+    if averaged:  # one fused lerp over all floating-point weights (a Python loop costs ~5 ms a step on CPU)
+        torch._foreach_lerp_([ema_p[k] for k in averaged],
+                             [src_p[k].detach().to(ema_p[k].device, ema_p[k].dtype) for k in averaged], 1.0 - beta)
+    for k in ema_p.keys() - set(averaged):
+        ema_p[k].copy_(src_p[k].detach())  # copy_ moves across devices/dtypes
     ema_b, src_b = dict(shadow.named_buffers()), dict(model.named_buffers())
     for k, v in src_b.items():
         if k in ema_b:

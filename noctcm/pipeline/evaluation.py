@@ -38,7 +38,7 @@ def classifier_stage(cfg, out=None, metrics_out="results/classifier.json", progr
         check_classifier_data(tr.labels, tr.classes, what=f"data.name={cfg.data.name} ({cfg.paths.prepared}/train.pt)")
         log = (lambda s, l: print(f"[classifier] step {s} loss {l:.4f}", file=sys.stderr)) if progress else None
         model, acc = train_domain_classifier(tr.images, tr.labels, steps=int(cfg.evaluation.classifier_steps),
-                                             seed=int(cfg.training.seed), test_images=te.images, test_labels=te.labels,
+                                             seed=int(cfg.evaluation.classifier_seed), test_images=te.images, test_labels=te.labels,
                                              log=log)
         save_classifier(model, out, dataset=str(cfg.data.name), resolution=int(cfg.data.resolution))
         info = {"test_accuracy": float(acc), "used": 1}

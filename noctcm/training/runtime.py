@@ -50,7 +50,9 @@ def build_optimizer(params, tc: TrainingConfig) -> torch.optim.Optimizer:
     "Adam or RAdam from the `training` section."
     opt = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam}.get(tc.optimizer)
     if opt is None: raise ConfigError(f"training.optimizer: must be adam or radam; got {tc.optimizer!r}")
-    return opt(params, lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
+    # foreach=True: the multi-tensor update on every device (PyTorch picks it only on CUDA by default); on CPU it
+    # takes ~10 % off a step of the default model. It matches the per-tensor loop to rounding, not bit for bit.
+    return opt(params, lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay, foreach=True)
 
 # %% ../../nbs/12a_runtime.ipynb
 def backward(loss: torch.Tensor, optimizer, params, scaler=None, clip: float = 0.0) -> float:

@@ -33,7 +33,8 @@ CONFIGS = {
     "fno-fine": ["model.fno_levels=[0,1]", "model.model_channels=15"],               # + FNO blocks at the finest level
     "fno-grf": ["model.noise=grf"],                                                  # the default with Matern GRF noise
 }
-PROTOCOL = ["teacher.steps=1200", "distillation.steps=800", "training.checkpoint_every=100000",
+PROTOCOL = ["teacher.steps=1200", "distillation.steps=800", "distillation.ema_sigma_rel=0.05",   # the EMA it was run with
+            "training.checkpoint_every=100000",
             "training.keep_snapshots=false", "training.sample_every=100000", "training.device=cpu"]
 
 

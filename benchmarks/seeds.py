@@ -23,10 +23,12 @@ MEASURES = ["floor_fd", "best_1step_fd", "best_1step_ratio", "best_1step_confide
 
 def one(run: pathlib.Path) -> dict:
     "The measures of one pipeline run folder."
-    seed = int(yaml.safe_load((run / "params.yaml").read_text())["training"]["seed"])
+    params = yaml.safe_load((run / "params.yaml").read_text())
+    seed = int(params["training"]["seed"])
+    judge_seed = int(params["evaluation"].get("classifier_seed", seed))   # before it was a key: the training seed
     m = json.loads((run / "results" / "metrics.json").read_text())
     s, floor = m["summary"], m["real_test"]["fid"]
-    row = {"seed": seed, "floor_fd": floor, "best_model": "distill" if s.get("best_1step_is_distill", 1) else "train",
+    row = {"seed": seed, "judge_seed": judge_seed, "floor_fd": floor, "best_model": "distill" if s.get("best_1step_is_distill", 1) else "train",
            "best_1step_fd": s["best_1step_fid"], "best_1step_ratio": s["best_1step_fid_over_real"],
            "best_1step_confident": s["best_1step_confident_frac"], "best_2step_fd": s["best_2step_fid"],
            "best_2step_ratio": s["best_2step_fid"] / floor,

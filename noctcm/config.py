@@ -252,7 +252,7 @@ RANGES = {
     "sampling.t_mid": (lambda v: check_t_mids(v) is not None, "decreasing times in (0, pi/2)"),
     "sampling.teacher_steps": _pos, "sampling.batch_size": _pos,
     "teacher.steps": _pos, "teacher.lr": _pos, "teacher.P_std": _pos,
-    "distillation.steps": _pos, "distillation.lr": _pos, "distillation.ema_sigma_rel": _pos,
+    "distillation.steps": _pos, "distillation.lr": _pos, "distillation.ema_sigma_rel": (lambda v: 0 < v < 0.28, "in (0, 0.28)"),
     "evaluation.num_samples": _pos, "evaluation.draws": _pos, "evaluation.batch_size": _pos, "evaluation.classifier_steps": _pos,
     "evaluation.steps": (lambda v: len(v) >= 1 and all(s > 0 for s in v), "a non-empty list of step counts > 0"),
     "evaluation.metrics": (lambda v: len(v) >= 1, "a non-empty list of metric names"),

@@ -227,7 +227,7 @@ def schema_keys() -> dict:
 
 
 NEGATIVE_OK = {"training.P_mean", "teacher.P_mean"}    # log-normal means: any real number
-ABOVE_RANGE = {"model.dropout": "1.0", "training.ema_beta": "1.0", "training.ema_sigma_rel": "0.5",
+ABOVE_RANGE = {"model.dropout": "1.0", "training.ema_beta": "1.0", "training.ema_sigma_rel": "0.5", "distillation.ema_sigma_rel": "0.5",
                "training.meanflow_ratio": "1.5", "training.ect_q": "1.0", "sampling.t_max": "2.0",
                "training.seed": "4294967296", "sampling.seed": "4294967296", "training.betas": "[0.9, 1.0]",
                "sampling.t_mid": "[2.0]", "data.resolution": "3", "data.resolutions": "[16, 3]",

@@ -250,15 +250,24 @@ def _check_teacher(ex, steps=18):
         f"{steps} steps ({2 * steps - 1} NFE)")
 
 
-def test_explorer_in_chromium(lab):
+@contextlib.contextmanager
+def _explorer(lab, width: int, height: int):
+    "An `Explorer` on the lab's notebook in a fresh Chromium page of `width` x `height`; the browser closes after."
     from playwright.sync_api import sync_playwright
     url, token = lab
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.set_default_timeout(60_000)
-        ex = Explorer(page, url, token)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(60_000)
+            yield page, Explorer(page, url, token)
+        finally:
+            browser.close()
+
+
+def test_explorer_in_chromium(lab):
+    with _explorer(lab, 1500, 1100) as (page, ex):
         expect = ex.expect
         # the intro renders without nbdev's front matter; menus: "(none)", snapshots by step
         intro = page.locator(".jp-MarkdownCell .jp-RenderedMarkdown").first.inner_text()
@@ -304,19 +313,11 @@ def test_explorer_in_chromium(lab):
         expect(page.locator(".noctcm-t_mid")).to_be_visible()
         ex.check_trajectory()
         _no_errors(page)
-        browser.close()
 
 
 def test_explorer_on_trained_models(trained_lab):
     "The explorer on a trained pipeline's checkpoints: digits, not noise; writes explore.png / explore-teacher.png."
-    from playwright.sync_api import sync_playwright
-    url, token = trained_lab
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1500})
-        page.set_default_timeout(60_000)
-        ex = Explorer(page, url, token)
+    with _explorer(trained_lab, 1400, 1500) as (page, ex):
         page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").first.click()   # close the file browser
         ex.expect(ex.widget_area).to_contain_text("models/train/checkpoint.pt: 2-step")
         ex.check_trajectory()
@@ -328,4 +329,3 @@ def test_explorer_on_trained_models(trained_lab):
         _check_teacher(ex)
         ex.shot(SHOTS / "explore-teacher.png")
         _no_errors(page)
-        browser.close()

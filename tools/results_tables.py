@@ -152,9 +152,11 @@ def seeds():
                 f"{sum(r['within_bar'] for r in d['rows'])} of {len(d['rows'])} seeds |")
     mach = next((r["machine"] for r in d["rows"] if isinstance(r.get("machine"), dict)), None)
     where = f"; machine: {mach.get('cpu', '?')} ({mach.get('cpu_instructions', mach.get('torch_cpu_capability', '?'))})" if mach else ""
+    judges = {r.get("judge_seed", r["seed"]) for r in d["rows"]}
+    judge = (f"one judge for all, its classifiers trained with `evaluation.classifier_seed: {judges.pop()}`" if len(judges) == 1
+             else "the judge's classifier trained with the same seed")
     return ("\n".join(rows) + "\n\n_The bar: best 1-step FD ≤ 2.0× the real floor, ≥ 70% of samples classified with "
-            f"p ≥ 0.9, 2 steps no worse than 1; each seed is a fresh clone with `training.seed` changed (the judge's classifier "
-            f"is trained with the same seed){where}; `{path}`._\n")
+            f"p ≥ 0.9, 2 steps no worse than 1; each seed is a fresh clone with `training.seed` changed ({judge}){where}; `{path}`._\n")
 
 
 ABLATION_DIR = "benchmarks/results/ablation-2026-12-04"

@@ -49,20 +49,30 @@ def main(argv=None):
             runs[k].append(bench(d, args.repeats))
             print(f"round {r + 1} {k}: {runs[k][-1]}", file=sys.stderr, flush=True)
     rev = lambda d: subprocess.run(["git", "-C", str(d), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    lines = [f"## Training-step cost before / after ({datetime.date.today()})", "",
-             f"`python benchmarks/before_after.py BEFORE AFTER --rounds {args.rounds} --repeats {args.repeats}`: before = "
-             f"{rev(dirs['before'])}, after = {rev(dirs['after'])}; `noctcm bench --threads 1 --only steps`, each version in its "
-             f"own process, interleaved; medians over {args.rounds} rounds of {args.repeats}-repeat medians; machine: "
-             f"{os.cpu_count()} CPU cores, see `noctcm bench` for the model.", "",
-             "| step | before (ms) | after (ms) | after ÷ before |", "|---|---|---|---|"]
-    for m in ("diffusion", "sCT", "sCD", "ECT"):
-        vals = {k: [x[m] for x in runs[k] if m in x] for k in runs}
-        if not all(vals.values()): continue
-        b, a = statistics.median(vals["before"]), statistics.median(vals["after"])
-        lines.append(f"| {m} | {b:.1f} | {a:.1f} | {a / b:.2f} |")
-    text = "\n".join(lines) + "\n"
+    head = (f"`python benchmarks/before_after.py BEFORE AFTER --rounds {args.rounds} --repeats {args.repeats}`: before = "
+            f"{rev(dirs['before'])}, after = {rev(dirs['after'])}")
+    text = report(runs, head, args.repeats)
     print(text)
     if args.out: pathlib.Path(args.out).write_text(text)
+
+
+def report(runs: dict, head: str, repeats: int) -> str:
+    "The markdown table: per step, the medians of each version and two ratios (of the medians; median of per-round ratios)."
+    n = len(runs["before"])
+    lines = [f"## Training-step cost before / after ({datetime.date.today()})", "",
+             f"{head}; `noctcm bench --threads 1 --only steps`, each version in its own process, interleaved; medians over "
+             f"{n} rounds of {repeats}-repeat medians; machine: {os.cpu_count()} CPU cores. The paired ratio (after ÷ before "
+             f"within a round, median over rounds) is the one to read on a noisy machine.", "",
+             "| step | before (ms) | after (ms) | after ÷ before (medians) | after ÷ before (paired) | per round |",
+             "|---|---|---|---|---|---|"]
+    for m in ("diffusion", "sCT", "sCD", "ECT"):
+        pairs = [(b[m], a[m]) for b, a in zip(runs["before"], runs["after"]) if m in b and m in a]
+        if not pairs: continue
+        b, a = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+        ratios = [y / x for x, y in pairs]
+        lines.append(f"| {m} | {b:.1f} | {a:.1f} | {a / b:.2f} | {statistics.median(ratios):.2f} | "
+                     f"{', '.join(f'{r:.2f}' for r in ratios)} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """Training-step cost of two versions of noctcm side by side: `noctcm bench --only steps` of each, interleaved.
 
     git worktree add /tmp/before <commit>
-    python benchmarks/before_after.py /tmp/before . [--rounds 3] [--repeats 5] [--out benchmarks/results/<date>-before-after.md]
+    python benchmarks/before_after.py /tmp/before . [--rounds 3] [--repeats 5] [--out benchmarks/results/<date>-before-after.json]
 
 Each round runs the bench of BEFORE then AFTER (each in its own process, `--threads 1`, its own `params.yaml`), so
 slow phases of a noisy machine hit both. Prints, per method, the median step time of each version over the rounds
-and the ratio after ÷ before (< 1: faster).
+and the ratio after ÷ before (< 1: faster), of the medians and paired (within a round, median over rounds); `--out`
+writes them, with every round's times, as JSON (`tools/results_tables.py` renders docs/benchmarks.md's table).
 """
 import argparse
 import datetime
+import json
 import os
 import pathlib
 import re
@@ -49,30 +51,25 @@ def main(argv=None):
             runs[k].append(bench(d, args.repeats))
             print(f"round {r + 1} {k}: {runs[k][-1]}", file=sys.stderr, flush=True)
     rev = lambda d: subprocess.run(["git", "-C", str(d), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    head = (f"`python benchmarks/before_after.py BEFORE AFTER --rounds {args.rounds} --repeats {args.repeats}`: before = "
-            f"{rev(dirs['before'])}, after = {rev(dirs['after'])}")
-    text = report(runs, head, args.repeats)
-    print(text)
-    if args.out: pathlib.Path(args.out).write_text(text)
+    out = {"date": str(datetime.date.today()), "before": rev(dirs["before"]), "after": rev(dirs["after"]),
+           "rounds": args.rounds, "repeats": args.repeats, "cpu_count": os.cpu_count(), "runs": runs, "steps": summary(runs)}
+    for m, r in out["steps"].items():
+        print(f"{m}: before {r['before_ms']:.1f} ms, after {r['after_ms']:.1f} ms, after / before {r['ratio_of_medians']:.2f} "
+              f"(paired {r['paired_ratio']:.2f}; rounds {', '.join(f'{x:.2f}' for x in r['round_ratios'])})")
+    if args.out: pathlib.Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
 
 
-def report(runs: dict, head: str, repeats: int) -> str:
-    "The markdown table: per step, the medians of each version and two ratios (of the medians; median of per-round ratios)."
-    n = len(runs["before"])
-    lines = [f"## Training-step cost before / after ({datetime.date.today()})", "",
-             f"{head}; `noctcm bench --threads 1 --only steps`, each version in its own process, interleaved; medians over "
-             f"{n} rounds of {repeats}-repeat medians; machine: {os.cpu_count()} CPU cores. The paired ratio (after ÷ before "
-             f"within a round, median over rounds) is the one to read on a noisy machine.", "",
-             "| step | before (ms) | after (ms) | after ÷ before (medians) | after ÷ before (paired) | per round |",
-             "|---|---|---|---|---|---|"]
+def summary(runs: dict) -> dict:
+    "Per step: the median time of each version, the ratio of the medians, and the paired ratio (median over rounds of after ÷ before within the round)."
+    out = {}
     for m in ("diffusion", "sCT", "sCD", "ECT"):
         pairs = [(b[m], a[m]) for b, a in zip(runs["before"], runs["after"]) if m in b and m in a]
         if not pairs: continue
         b, a = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
         ratios = [y / x for x, y in pairs]
-        lines.append(f"| {m} | {b:.1f} | {a:.1f} | {a / b:.2f} | {statistics.median(ratios):.2f} | "
-                     f"{', '.join(f'{r:.2f}' for r in ratios)} |")
-    return "\n".join(lines) + "\n"
+        out[m] = {"before_ms": b, "after_ms": a, "ratio_of_medians": a / b, "paired_ratio": statistics.median(ratios),
+                  "round_ratios": ratios}
+    return out
 
 
 if __name__ == "__main__":

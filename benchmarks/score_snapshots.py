@@ -15,7 +15,7 @@ from noctcm.pipeline.evaluation import mean_over_draws
 
 def score(checkpoint, cfg, draws: int = 8) -> dict:
     r = mean_over_draws([evaluate_checkpoint(checkpoint, num_samples=int(cfg.evaluation.num_samples), num_steps=[1, 2],
-                                             metrics=["fid"], config=cfg, seed=d, real=False, device="cpu", progress=False)
+                                             metrics=["fid"], config=cfg, seed=int(cfg.sampling.seed) + d, real=False, device="cpu", progress=False)
                          for d in range(draws)])
     return {k: [round(v["fid"], 2), round(v["fid_sd"], 2), round(v["classifier_confident_frac"], 4)]
             for k, v in r.items() if isinstance(v, dict) and "fid" in v}

@@ -135,9 +135,9 @@ def targets():
                               f"(binomial); `results/metrics.json`._\n")
 
 
-def seeds():
+def seeds(pattern="*-seeds.json"):
     "README and docs/results.md: the default pipeline over training seeds (benchmarks/seeds.py)."
-    d, path = _latest("*-seeds.json")
+    d, path = _latest(pattern)
     if d is None: return "_run `python benchmarks/seeds.py RUN_DIR ...` to produce benchmarks/results/<date>-seeds.json_\n"
     yes = lambda ok: "yes" if ok else "**no**"
     rows = ["| training seed | real floor FD | best 1-step FD | ÷ floor | confident | 2-step FD | within the bar |",
@@ -289,9 +289,44 @@ def cifar():
                               f"{mins.get('distill', 0):.0f} min on one CPU thread); `{path}`._\n")
 
 
+def distill_sweep():
+    "docs/results.md: the teacher / student budget sweep that chose the default (benchmarks/score_snapshots.py)."
+    d, path = _latest("*-distill-sweep.json")
+    if d is None: return "_no benchmarks/results/<date>-distill-sweep.json_\n"
+    rows = ["| run | teacher steps | student EMA σ_rel | ECT stage steps | other | student step | 1-step FD (sd) | confident | 2-step FD |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        name = f"**{r['run']} (default)**" if r["run"] == d["chosen"] else r["run"]
+        rows.append(f"| {name} | {r['teacher_steps']:,} | {r['student_ema_sigma_rel']:.2f} | {r['ect_stage_steps']} | {r['other'] or ''} | "
+                    f"{r['student_step']:,} | {r['fd_1step']:.1f} ({r['fd_1step_sd']:.1f}) | {r['confident_1step']:.1%} | {r['fd_2step']:.1f} |")
+    ext = d.get("extended_students", {}).get("rows", [])
+    if ext:
+        rows += ["", "| training seed (new default) | student step | 1-step FD (sd) | ÷ floor | confident | 2-step FD |",
+                 "|---|---|---|---|---|---|"]
+        rows += [f"| {r['training_seed']} | {r['student_step']:,} | {r['fd_1step']:.1f} ({r['fd_1step_sd']:.1f}) | "
+                 f"{r['fd_1step'] / d['floor_fd']:.2f}× | {r['confident_1step']:.1%} | {r['fd_2step']:.1f} |" for r in ext]
+    return "\n".join(rows) + (f"\n\n_{d['protocol']}; mean (sd) over {d['draws']} draws of {d['num_samples']} samples; real floor "
+                              f"FD {d['floor_fd']:.1f}; the second table: "
+                              f"{d['extended_students']['what'] if ext else ''}; `{path}`._\n")
+
+
+def before_after():
+    "docs/benchmarks.md: training steps of two versions of the code, interleaved (benchmarks/before_after.py)."
+    d, path = _latest("*-before-after.json")
+    if d is None: return "_run `python benchmarks/before_after.py BEFORE AFTER --out ...`_\n"
+    rows = ["| step | before (ms) | after (ms) | after ÷ before, paired | per round |", "|---|---|---|---|---|"]
+    for m, r in d["steps"].items():
+        rows.append(f"| {m} | {r['before_ms']:.1f} | {r['after_ms']:.1f} | {r['paired_ratio']:.2f} | "
+                    f"{', '.join(f'{x:.2f}' for x in r['round_ratios'])} |")
+    return "\n".join(rows) + (f"\n\n_before {d['before']}, after {d['after']}; medians over {d['rounds']} rounds of {d['repeats']} "
+                              f"repeats, `noctcm bench --threads 1 --only steps`; paired: the median over rounds of after ÷ before "
+                              f"within a round; `{path}`._\n")
+
+
 TABLES = {"summary": summary, "seeds": seeds, "metrics": metrics, "targets": targets, "resolution": resolution,
           "resolution-spread": resolution_spread, "grid-rules": grid_rules, "ablation": ablation, "cifar": cifar,
-          "ablation-2026-12-04": ablation_2026_12_04, "ablation-band": ablation_band}
+          "ablation-2026-12-04": ablation_2026_12_04, "ablation-band": ablation_band, "distill-sweep": distill_sweep,
+          "before-after": before_after, "seeds-previous": lambda: seeds("*-seeds-previous-default.json")}
 
 
 def _value(path, *keys, fmt="{}"):

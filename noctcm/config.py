@@ -124,9 +124,11 @@ class DistillationConfig:
     method: str = "ect"           # a method of METHODS with stage distill: scd | ect
     teacher_checkpoint: Optional[str] = "models/teacher/checkpoint.pt"
     init_from_teacher: bool = True
-    steps: int = 1400
+    steps: int = 1200
     lr: float = 5e-4
-    ema_sigma_rel: float = 0.15   # the student's power-EMA length (EDM2 sigma_rel); training.ema_sigma_rel elsewhere
+    ema_sigma_rel: float = 0.10   # the student's power-EMA length (EDM2 sigma_rel); training.ema_sigma_rel elsewhere
+    batch_size: int = 64          # the student's batch (training.batch_size elsewhere): less gradient noise per CPU second
+    ect_stage_steps: int = 180    # ECT: steps per halving of Delta t for the student (training.ect_stage_steps elsewhere)
 
 # %% ../nbs/00_config.ipynb
 @dataclass
@@ -253,6 +255,7 @@ RANGES = {
     "sampling.teacher_steps": _pos, "sampling.batch_size": _pos,
     "teacher.steps": _pos, "teacher.lr": _pos, "teacher.P_std": _pos,
     "distillation.steps": _pos, "distillation.lr": _pos, "distillation.ema_sigma_rel": (lambda v: 0 < v < 0.28, "in (0, 0.28)"),
+    "distillation.batch_size": _pos, "distillation.ect_stage_steps": _pos,
     "evaluation.num_samples": _pos, "evaluation.draws": _pos, "evaluation.batch_size": _pos, "evaluation.classifier_steps": _pos,
     "evaluation.steps": (lambda v: len(v) >= 1 and all(s > 0 for s in v), "a non-empty list of step counts > 0"),
     "evaluation.metrics": (lambda v: len(v) >= 1, "a non-empty list of metric names"),
@@ -479,7 +482,8 @@ def stage_config(cfg: DictConfig, stage: str = "train") -> DictConfig:
                                      P_std=t.P_std))
     elif stage == "distill":
         d = cfg.distillation
-        cfg.training.merge_with(dict(objective=d.method, steps=d.steps, lr=d.lr, ema_sigma_rel=d.ema_sigma_rel))
+        cfg.training.merge_with(dict(objective=d.method, steps=d.steps, lr=d.lr, ema_sigma_rel=d.ema_sigma_rel,
+                                     batch_size=d.batch_size, ect_stage_steps=d.ect_stage_steps))
     return validate(cfg)
 
 # %% ../nbs/00_config.ipynb

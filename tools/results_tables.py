@@ -296,18 +296,40 @@ def distill_sweep():
     rows = ["| run | teacher steps | student EMA σ_rel | ECT stage steps | other | student step | 1-step FD (sd) | confident | 2-step FD |",
             "|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
-        name = f"**{r['run']} (default)**" if r["run"] == d["chosen"] else r["run"]
+        name = f"**{r['run']} ({d.get('chosen_label', 'default')})**" if r["run"] == d["chosen"] else r["run"]
         rows.append(f"| {name} | {r['teacher_steps']:,} | {r['student_ema_sigma_rel']:.2f} | {r['ect_stage_steps']} | {r['other'] or ''} | "
                     f"{r['student_step']:,} | {r['fd_1step']:.1f} ({r['fd_1step_sd']:.1f}) | {r['confident_1step']:.1%} | {r['fd_2step']:.1f} |")
     ext = d.get("extended_students", {}).get("rows", [])
     if ext:
-        rows += ["", "| training seed (new default) | student step | 1-step FD (sd) | ÷ floor | confident | 2-step FD |",
+        rows += ["", f"| training seed ({d.get('chosen_label', 'new default')}) | student step | 1-step FD (sd) | ÷ floor | confident | 2-step FD |",
                  "|---|---|---|---|---|---|"]
         rows += [f"| {r['training_seed']} | {r['student_step']:,} | {r['fd_1step']:.1f} ({r['fd_1step_sd']:.1f}) | "
                  f"{r['fd_1step'] / d['floor_fd']:.2f}× | {r['confident_1step']:.1%} | {r['fd_2step']:.1f} |" for r in ext]
     return "\n".join(rows) + (f"\n\n_{d['protocol']}; mean (sd) over {d['draws']} draws of {d['num_samples']} samples; real floor "
                               f"FD {d['floor_fd']:.1f}; the second table: "
                               f"{d['extended_students']['what'] if ext else ''}; `{path}`._\n")
+
+
+def student_sweep():
+    "docs/results.md: the ECT student variants over training seeds that chose the present default (score_snapshots.py)."
+    d, path = _latest("*-student-sweep.json")
+    if d is None: return "_no benchmarks/results/<date>-student-sweep.json_\n"
+    seeds = sorted({int(s) for r in d["runs"] for s in r["seeds"]})
+    rows = [f"| run | change from the 1,400-step default | student step | {' | '.join(f'seed {s}' for s in seeds)} | mean of seeds 1, 2 |",
+            "|---|---|---|" + "---|" * len(seeds) + "---|"]
+    for r in d["runs"]:
+        steps = sorted({int(k) for v in r["seeds"].values() for k in v["steps"]})
+        for k in steps:
+            cells, pair = [], []
+            for s in seeds:
+                v = r["seeds"].get(str(s), {}).get("steps", {}).get(str(k))
+                cells.append(f"{v['fd_1step']:.1f} ({v['confident_1step']:.1%})" if v else "")
+                if v and s in (1, 2): pair.append(v["fd_1step"])
+            name = f"**{r['name']}**" if r["name"] == d.get("chosen") else r["name"]
+            mean = f"{sum(pair) / len(pair):.1f}" if len(pair) == 2 else ""
+            rows.append(f"| {name} | {r['what']} | {k:,} | {' | '.join(cells)} | {mean} |")
+    return "\n".join(rows) + (f"\n\n_1-step FD (confident share); the bar is FD ≤ {2 * d['floor_fd']:.1f} (2.0× the real floor "
+                              f"{d['floor_fd']:.1f}) and ≥ 70% confident; {d['protocol']} `{path}`._\n")
 
 
 def before_after():
@@ -326,7 +348,7 @@ def before_after():
 TABLES = {"summary": summary, "seeds": seeds, "metrics": metrics, "targets": targets, "resolution": resolution,
           "resolution-spread": resolution_spread, "grid-rules": grid_rules, "ablation": ablation, "cifar": cifar,
           "ablation-2026-12-04": ablation_2026_12_04, "ablation-band": ablation_band, "distill-sweep": distill_sweep,
-          "before-after": before_after, "seeds-previous": lambda: seeds("*-seeds-previous-default.json")}
+          "before-after": before_after, "student-sweep": student_sweep, "seeds-previous": lambda: seeds("*-seeds-previous-default.json")}
 
 
 def _value(path, *keys, fmt="{}"):

@@ -50,10 +50,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--how", default=None, help="how the run folders were made, when not one fresh clone per seed (shown under the table)")
     args = ap.parse_args(argv)
     rows = sorted((one(pathlib.Path(r)) for r in args.runs), key=lambda r: r["seed"])
     out = {"seeds": [r["seed"] for r in rows], "rows": rows, "aggregate": aggregate(rows),
            "every_seed_within_bar": all(r["within_bar"] for r in rows)}
+    if args.how: out["how"] = args.how
     path = pathlib.Path(args.out or ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-seeds.json")
     path.write_text(json.dumps(out, indent=1) + "\n")
     for r in rows:

@@ -124,7 +124,7 @@ class DistillationConfig:
     method: str = "ect"           # a method of METHODS with stage distill: scd | ect
     teacher_checkpoint: Optional[str] = "models/teacher/checkpoint.pt"
     init_from_teacher: bool = True
-    steps: int = 1100
+    steps: int = 1200
     lr: float = 5e-4
     ema_sigma_rel: float = 0.10   # the student's power-EMA length (EDM2 sigma_rel); training.ema_sigma_rel elsewhere
     batch_size: int = 64          # the student's batch (training.batch_size elsewhere): less gradient noise per CPU second

@@ -156,7 +156,7 @@ def seeds(pattern="*-seeds.json"):
     judge = (f"one judge for all, its classifiers trained with `evaluation.classifier_seed: {judges.pop()}`" if len(judges) == 1
              else "the judge's classifier trained with the same seed")
     return ("\n".join(rows) + "\n\n_The bar: best 1-step FD ≤ 2.0× the real floor, ≥ 70% of samples classified with "
-            f"p ≥ 0.9, 2 steps no worse than 1; each seed is a fresh clone with `training.seed` changed ({judge}){where}; `{path}`._\n")
+            f"p ≥ 0.9, 2 steps no worse than 1; {d.get('how', 'each seed is a fresh clone with `training.seed` changed')} ({judge}){where}; `{path}`._\n")
 
 
 ABLATION_DIR = "benchmarks/results/ablation-2026-12-04"
@@ -325,9 +325,10 @@ def student_sweep():
                 v = r["seeds"].get(str(s), {}).get("steps", {}).get(str(k))
                 cells.append(f"{v['fd_1step']:.1f} ({v['confident_1step']:.1%})" if v else "")
                 if v and s in (1, 2): pair.append(v["fd_1step"])
-            name = f"**{r['name']}**" if r["name"] == d.get("chosen") else r["name"]
+            bold = r["name"] == d.get("chosen") and k == d.get("chosen_step")
             mean = f"{sum(pair) / len(pair):.1f}" if len(pair) == 2 else ""
-            rows.append(f"| {name} | {r['what']} | {k:,} | {' | '.join(cells)} | {mean} |")
+            row = [r["name"], r["what"], f"{k:,}", *cells, mean]
+            rows.append("| " + " | ".join(f"**{c}**" if bold and c else c for c in row) + " |")
     return "\n".join(rows) + (f"\n\n_1-step FD (confident share); the bar is FD ≤ {2 * d['floor_fd']:.1f} (2.0× the real floor "
                               f"{d['floor_fd']:.1f}) and ≥ 70% confident; {d['protocol']} `{path}`._\n")
 
